@@ -1,0 +1,134 @@
+"""PETSc SNES on a DOLFINx 0.9 form, the one place that knows the 0.9 assembly API.
+
+DOLFINx 0.10 changes this API (``kind="mpi"``, SNES-based ``NonlinearProblem``); keeping
+every call here means a port touches one file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import ufl
+from dolfinx import fem
+from dolfinx.fem import petsc as fem_petsc
+from petsc4py import PETSc
+
+# SNES VI treats bounds beyond this magnitude as infinite.
+SNES_VI_INFINITY = 1.0e20
+
+
+@dataclass
+class SolveReport:
+    converged: bool
+    reason: int
+    reason_name: str
+    newton_iterations: int
+    linear_iterations: int
+    residual_norm: float
+
+
+_REASON_NAMES = {
+    value: name
+    for name, value in vars(PETSc.SNES.ConvergedReason).items()
+    if isinstance(value, int) and not name.startswith("_")
+}
+
+
+def reason_name(reason: int) -> str:
+    return _REASON_NAMES.get(reason, str(reason))
+
+
+class SNESProblem:
+    """Residual F(u)=0 for ``u`` (a Function, possibly on a mixed space), solved by SNES.
+
+    ``options`` is a flat dict of PETSc options without the prefix; each instance gets a
+    unique prefix so several solvers can coexist in one process.
+    """
+
+    _count = 0
+
+    def __init__(self, F: ufl.Form, u: fem.Function, bcs: list, options: dict,
+                 J: ufl.Form | None = None, form_compiler_options: dict | None = None,
+                 jit_options: dict | None = None, prefix: str | None = None):
+        self.u = u
+        self.bcs = bcs
+        kw = dict(form_compiler_options=form_compiler_options or {}, jit_options=jit_options or {})
+        self.F_form = fem.form(F, **kw)
+        self.J_form = fem.form(J if J is not None else ufl.derivative(F, u), **kw)
+        self.b = fem_petsc.create_vector(self.F_form)
+        self.A = fem_petsc.create_matrix(self.J_form)
+        self.x = u.x.petsc_vec.duplicate()
+        comm = u.function_space.mesh.comm
+        SNESProblem._count += 1
+        self.prefix = prefix or f"nzsp{SNESProblem._count}_"
+        self.snes = PETSc.SNES().create(comm)
+        self.snes.setOptionsPrefix(self.prefix)
+        self.set_options(options)
+        self.snes.setFunction(self._residual, self.b)
+        self.snes.setJacobian(self._jacobian, self.A, self.A)
+        self.snes.setFromOptions()
+        self.snes.getKSP().setFromOptions()
+        self._residual_calls = 0
+
+    def set_options(self, options: dict) -> None:
+        opts = PETSc.Options()
+        for key, value in options.items():
+            name = self.prefix + key.lstrip("-")
+            if value is None or value is True:
+                opts[name] = "" if value is None else "true"
+            elif value is False:
+                opts[name] = "false"
+            else:
+                opts[name] = value
+
+    def set_bounds(self, lower: fem.Function, upper: fem.Function) -> None:
+        """Variational-inequality bounds (only with a -snes_type vi* solver)."""
+        self.snes.setVariableBounds(lower.x.petsc_vec, upper.x.petsc_vec)
+
+    def _residual(self, snes, x, b):
+        x.ghostUpdate(addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
+        x.copy(self.u.x.petsc_vec)
+        self.u.x.scatter_forward()
+        with b.localForm() as b_local:
+            b_local.set(0.0)
+        fem_petsc.assemble_vector(b, self.F_form)
+        fem_petsc.apply_lifting(b, [self.J_form], bcs=[self.bcs], x0=[x], alpha=-1.0)
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(b, self.bcs, x, -1.0)
+        self._residual_calls += 1
+
+    def _jacobian(self, snes, x, A, P):
+        A.zeroEntries()
+        fem_petsc.assemble_matrix(A, self.J_form, bcs=self.bcs)
+        A.assemble()
+
+    def residual_norm(self) -> float:
+        """||F(u)|| at the current state of ``u``."""
+        self.u.x.petsc_vec.copy(self.x)
+        self._residual(self.snes, self.x, self.b)
+        return self.b.norm()
+
+    def solve(self) -> SolveReport:
+        """Solve from the current ``u``; on failure ``u`` holds the last iterate."""
+        self.u.x.petsc_vec.copy(self.x)
+        # Dirichlet values must hold in the initial guess: SNES only sees increments.
+        fem_petsc.set_bc(self.x, self.bcs)
+        self.snes.solve(None, self.x)
+        self.x.copy(self.u.x.petsc_vec)
+        self.u.x.scatter_forward()
+        reason = self.snes.getConvergedReason()
+        its = self.snes.getIterationNumber()
+        return SolveReport(
+            converged=reason > 0,
+            reason=reason,
+            reason_name=reason_name(reason),
+            newton_iterations=its,
+            linear_iterations=self.snes.getLinearSolveIterations(),
+            residual_norm=float(self.snes.getFunctionNorm()),
+        )
+
+    def destroy(self) -> None:
+        for obj in (self.snes, self.A, self.b, self.x):
+            obj.destroy()
+
