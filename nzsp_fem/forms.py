@@ -1,0 +1,148 @@
+"""Weak forms in scaled units, one function per equation of shared/MODEL.md.
+
+Every function takes UFL expressions (unknowns or given fields), so the coupled solver,
+the MMS tests and the start-up solves share the same physics. Residuals are written as
+"storage + flux + source = 0", each tested with ``v``, all per unit scaled volume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ufl
+
+from .materials import dh, double_well_slope, h
+
+
+# Anisotropic gradient coefficient (eq. 10) ----------------------------------------------
+
+def regularised_normal(grad_eta, floor: float):
+    """grad(eta)/sqrt(|grad eta|^2 + floor^2): a unit normal in the interface, -> 0 in bulk.
+
+    The floor keeps the Jacobian finite where eta is flat; the anisotropy below is
+    homogeneous in this vector, so it fades to the isotropic kappa0 where |grad eta| << floor.
+    """
+    return grad_eta / ufl.sqrt(ufl.dot(grad_eta, grad_eta) + floor**2)
+
+
+def anisotropy_factor(grad_eta, dim: int, strength: float, mode: int, angle: float, floor: float):
+    """kappa/kappa0 = 1 + delta cos(omega (theta - theta0)) in 2D, 1 + delta (4 sum n_i^4 - 3) in 3D.
+
+    2D: cos(omega (theta - theta0)) = Re[(n_x + i n_y)^omega e^{-i omega theta0}] for the unit
+    normal; raising the regularised normal to the power omega avoids atan2 (singular at 0).
+    3D: 4 sum n_i^4 - 3 |n|^4, equal to the cubic form for |n| = 1 and 0 in the bulk.
+    """
+    if strength == 0.0 or (dim == 2 and mode == 0):
+        return 1.0
+    n = regularised_normal(grad_eta, floor)
+    if dim == 2:
+        re, im = n[0], n[1]
+        pr, pi = 1.0, 0.0
+        for _ in range(mode):
+            pr, pi = pr * re - pi * im, pr * im + pi * re
+        c, s = math.cos(mode * angle), math.sin(mode * angle)
+        return 1.0 + strength * (pr * c + pi * s)
+    n2 = ufl.dot(n, n)
+    return 1.0 + strength * (4 * sum(n[i] ** 4 for i in range(dim)) - 3 * n2**2)
+
+
+# 1. Allen-Cahn with Butler-Volmer kinetics ---------------------------------------------
+
+@dataclass(frozen=True)
+class AllenCahnParameters:
+    """Scaled: mobility = L W t0, gradient = kappa0/(W l0^2), reaction = L_eta t0 (ramped),
+    alpha_n = alpha n, electrons n; potentials in units of RT/F."""
+    mobility: object
+    gradient: float
+    reaction: object
+    alpha: float
+    electrons: int
+    equilibrium_potential: float = 0.0
+
+
+def butler_volmer(eta, c, phi, p: AllenCahnParameters):
+    """I_BV / (L_eta h'(eta)) = exp((1-alpha) n eta_a) - c exp(-alpha n eta_a), eta_a = phi - E_eq."""
+    overpotential = phi - p.equilibrium_potential
+    return (ufl.exp((1 - p.alpha) * p.electrons * overpotential)
+            - c * ufl.exp(-p.alpha * p.electrons * overpotential))
+
+
+def allen_cahn_local_rate(eta, c, phi, mechanical_force, p: AllenCahnParameters):
+    """d eta/dt without its gradient term: -L [g'(eta) + dpsi_e/deta] - L_eta h'(eta) BV.
+
+    Its integral equals the integral of d eta/dt (the gradient term integrates to zero with
+    natural boundary conditions), so using it as the deposition sink in the c and phi
+    equations conserves Na exactly while removing the 1/dt that made Newton diverge.
+    ``mechanical_force`` is dpsi_e/deta / W (0 without mechanics).
+    """
+    return (-p.mobility * (double_well_slope(eta) + mechanical_force)
+            - p.reaction * dh(eta) * butler_volmer(eta, c, phi, p))
+
+
+def allen_cahn_residual(eta, eta_old, dt, v, local_rate, kappa_factor, p: AllenCahnParameters, dx):
+    """(eta - eta_n)/dt = local_rate + L div(kappa grad eta), backward Euler."""
+    return (((eta - eta_old) / dt - local_rate) * v
+            + p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))) * dx
+
+
+# 2. Mechanical driving force ---------------------------------------------------------------
+
+def mechanical_driving_force(sigma, eps_e, eta, volume_expansion, modulus, modulus_slope,
+                             stress_over_energy):
+    """dpsi_e/deta / W = (E_SE/W) [-Omega h'(eta) sigma_m + 1/2 eps_e : dC/deta : eps_e].
+
+    With nu fixed, dC/deta = (dE/deta / E) C, so the second term is (E'/2E) sigma : eps_e.
+    """
+    sigma_m = ufl.tr(sigma) / 3
+    return stress_over_energy * (-volume_expansion * dh(eta) * sigma_m
+                                 + 0.5 * modulus_slope / modulus * ufl.inner(sigma, eps_e))
+
+
+def eigenstrain(eta, volume_expansion):
+    """(Omega/3) h(eta) I: isotropic expansion of the deposited metal, 3x3."""
+    return volume_expansion / 3 * h(eta) * ufl.Identity(3)
+
+
+# 4. Nernst-Planck ----------------------------------------------------------------------------
+
+def nernst_planck_flux(c, grad_c, grad_phi, diffusivity, electrons):
+    """-(flux) = D grad c + D c n grad phi (phi in RT/F); grad_c may be c grad(ln c)."""
+    return diffusivity * (grad_c + electrons * c * grad_phi)
+
+
+def nernst_planck_residual(c, c_old, dt, flux, v, sink, site_ratio, dx):
+    """dc/dt = div(D grad c + D c n grad phi) - (c_m/c0) d eta/dt."""
+    return (((c - c_old) / dt + site_ratio * sink) * v + ufl.dot(flux, ufl.grad(v))) * dx
+
+
+# 5. Charge conservation ---------------------------------------------------------------------
+
+def charge_residual(phi, conductivity, v, deposition_rate, charge_source, dx):
+    """div(sigma grad phi) = n F c_m d eta/dt, scaled by sigma_SE (RT/F)/l0^2."""
+    return (conductivity * ufl.dot(ufl.grad(phi), ufl.grad(v)) + charge_source * deposition_rate * v) * dx
+
+
+def galvanostatic_term(current_density, v, ds_electrode):
+    """-sigma grad phi . n = i_app on the electrode (outward normal): positive i_app plates Na."""
+    return current_density * v * ds_electrode
+
+
+# 6. Mechanical equilibrium -------------------------------------------------------------------
+
+def strain2or3(v, dim):
+    """Small strain of a test/trial displacement, as 3x3 (plane strain in 2D)."""
+    e = ufl.sym(ufl.grad(v))
+    if dim == 3:
+        return e
+    return ufl.as_tensor([[e[0, 0], e[0, 1], 0], [e[1, 0], e[1, 1], 0], [0, 0, 0]])
+
+
+def equilibrium_residual(sigma3, v, dim, dx):
+    """div sigma = 0, tested with v (sigma is 3x3)."""
+    return ufl.inner(sigma3, strain2or3(v, dim)) * dx
+
+
+def traction_term(pressure, v, normal, ds_boundary):
+    """A compressive normal traction -p n on a boundary (stack pressure)."""
+    return pressure * ufl.dot(normal, v) * ds_boundary

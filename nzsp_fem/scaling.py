@@ -1,0 +1,66 @@
+"""Reference scales and the dimensionless groups the solver works with.
+
+SI values span 17 decades (sigma 1e7 vs 0.1 S/m, E 5e10 Pa, D 1e-16 m^2/s). The solver
+uses x/l0, t/t0, phi/(RT/F), stresses/E_grain, energies/W, c/c0, conductivities/sigma_grain,
+so every residual block is O(1) per unit scaled volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import FARADAY, Config
+from .materials import PhaseValues
+
+
+@dataclass
+class Scaling:
+    cfg: Config
+
+    def __post_init__(self):
+        cfg = self.cfg
+        self.length = cfg.scales.length
+        self.time = cfg.time_scale()
+        self.potential = cfg.thermal_voltage()
+        self.stress = cfg.materials.grain.E
+        self.energy_density = cfg.phase_field.barrier_height
+        self.conductivity = cfg.materials.grain.conductivity
+        self.concentration = cfg.electrochemistry.c0
+        # current density scale: sigma_SE (RT/F) / l0
+        self.current_density = self.conductivity * self.potential / self.length
+
+    # Dimensionless groups -----------------------------------------------------------
+    def groups(self) -> dict[str, float]:
+        cfg, pf = self.cfg, self.cfg.phase_field
+        return {
+            "allen_cahn_mobility  L W t0": pf.mobility * pf.barrier_height * self.time,
+            "gradient  kappa0/(W l0^2)": pf.gradient_coefficient / (pf.barrier_height * self.length**2),
+            "reaction  L_eta t0": pf.reaction_rate * self.time,
+            "stress/energy  E_grain/W": self.stress / self.energy_density,
+            "diffusion grain  D t0/l0^2": self.diffusivity().grain,
+            "diffusion metal  D t0/l0^2": self.diffusivity().metal,
+            "diffusion GB  D t0/l0^2": self.diffusivity().grain_boundary,
+            "deposition charge  n F c_m l0^2/(sigma V_T t0)": self.charge_source(),
+            "site ratio  c_m/c0": cfg.electrochemistry.c_metal / cfg.electrochemistry.c0,
+            "conductivity contrast  sigma_metal/sigma_grain": cfg.materials.metal.conductivity / self.conductivity,
+            "applied potential  phi_app/V_T": cfg.electrochemistry.electrode.potential / self.potential,
+        }
+
+    def diffusivity(self) -> PhaseValues:
+        f = self.time / self.length**2
+        return PhaseValues(self.cfg.diffusivity("metal") * f, self.cfg.diffusivity("grain") * f,
+                           self.cfg.diffusivity("grain_boundary") * f)
+
+    def conductivities(self) -> PhaseValues:
+        m = self.cfg.materials
+        return PhaseValues(m.metal.conductivity / self.conductivity, m.grain.conductivity / self.conductivity,
+                           m.grain_boundary.conductivity / self.conductivity)
+
+    def moduli(self) -> PhaseValues:
+        m = self.cfg.materials
+        return PhaseValues(m.metal.E / self.stress, m.grain.E / self.stress, m.grain_boundary.E / self.stress)
+
+    def charge_source(self) -> float:
+        cfg = self.cfg
+        return (cfg.phase_field.electrons * FARADAY * cfg.electrochemistry.c_metal * self.length**2
+                / (self.conductivity * self.potential * self.time))
