@@ -69,21 +69,31 @@ def butler_volmer(eta, c, phi, p: AllenCahnParameters):
 
 
 def allen_cahn_local_rate(eta, c, phi, mechanical_force, p: AllenCahnParameters):
-    """d eta/dt without its gradient term: -L [g'(eta) + dpsi_e/deta] - L_eta h'(eta) BV.
+    """The pointwise part of d eta/dt: -L [g'(eta) + dpsi_e/deta] - L_eta h'(eta) BV.
 
-    Its integral equals the integral of d eta/dt (the gradient term integrates to zero with
-    natural boundary conditions), so using it as the deposition sink in the c and phi
-    equations conserves Na exactly while removing the 1/dt that made Newton diverge.
     ``mechanical_force`` is dpsi_e/deta / W (0 without mechanics).
     """
     return (-p.mobility * (double_well_slope(eta) + mechanical_force)
             - p.reaction * dh(eta) * butler_volmer(eta, c, phi, p))
 
 
-def allen_cahn_residual(eta, eta_old, dt, v, local_rate, kappa_factor, p: AllenCahnParameters, dx):
-    """(eta - eta_n)/dt = local_rate + L div(kappa grad eta), backward Euler."""
-    return (((eta - eta_old) / dt - local_rate) * v
-            + p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))) * dx
+def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx):
+    """d eta/dt tested with v: int(local_rate v) - int(L kappa grad eta . grad v).
+
+    This weak rate is the deposition sink of the c and phi equations. At convergence it
+    equals int((eta - eta_n)/dt v) for every P1 test function, so Na and charge balance
+    hold exactly, but it carries no 1/dt: with (eta - eta_n)/dt in the sink, a small
+    Newton update of eta became a huge current and Newton diverged (MODEL.md probe).
+    Keeping the gradient term matters: without it, the balance of g'(eta) against
+    kappa lap(eta) inside a resting interface leaves a spurious source/sink dipole.
+    """
+    return (local_rate * v
+            - p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))) * dx
+
+
+def allen_cahn_residual(eta, eta_old, dt, v, rate, dx):
+    """(eta - eta_n)/dt = d eta/dt (weak ``rate`` from allen_cahn_rate), backward Euler."""
+    return (eta - eta_old) / dt * v * dx - rate
 
 
 # 2. Mechanical driving force ---------------------------------------------------------------
@@ -111,16 +121,32 @@ def nernst_planck_flux(c, grad_c, grad_phi, diffusivity, electrons):
     return diffusivity * (grad_c + electrons * c * grad_phi)
 
 
-def nernst_planck_residual(c, c_old, dt, flux, v, sink, site_ratio, dx):
-    """dc/dt = div(D grad c + D c n grad phi) - (c_m/c0) d eta/dt."""
-    return (((c - c_old) / dt + site_ratio * sink) * v + ufl.dot(flux, ufl.grad(v))) * dx
+def _tested(source, v, dx):
+    """A source given as a weak form (already tested with v) or as a field."""
+    if isinstance(source, ufl.Form):
+        return source
+    return source * v * dx
+
+
+def nernst_planck_residual(c, c_old, dt, flux, v, deposition_rate, site_ratio, dx):
+    """dc/dt = div(D grad c + D c n grad phi) - (c_m/c0) d eta/dt.
+
+    ``deposition_rate`` is d eta/dt as a field or, in the solver, the weak allen_cahn_rate.
+    """
+    return ((c - c_old) / dt * v + ufl.dot(flux, ufl.grad(v))) * dx + site_ratio * _tested(deposition_rate, v, dx)
 
 
 # 5. Charge conservation ---------------------------------------------------------------------
 
 def charge_residual(phi, conductivity, v, deposition_rate, charge_source, dx):
-    """div(sigma grad phi) = n F c_m d eta/dt, scaled by sigma_SE (RT/F)/l0^2."""
-    return (conductivity * ufl.dot(ufl.grad(phi), ufl.grad(v)) + charge_source * deposition_rate * v) * dx
+    """div(sigma grad phi) = n F c_m d eta/dt, scaled by sigma_SE (RT/F)/l0^2.
+
+    ``deposition_rate``: d eta/dt as a field or weak form (see nernst_planck_residual).
+    """
+    form = conductivity * ufl.dot(ufl.grad(phi), ufl.grad(v)) * dx
+    if isinstance(deposition_rate, (int, float)) and deposition_rate == 0:
+        return form
+    return form + charge_source * _tested(deposition_rate, v, dx)
 
 
 def galvanostatic_term(current_density, v, ds_electrode):

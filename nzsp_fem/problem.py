@@ -185,19 +185,23 @@ class CoupledProblem:
             self.sigma = self.eps_e = self.ret = None
             mech_force = 0.0
 
-        rate = forms.allen_cahn_local_rate(eta, c, phi, mech_force, p)
-        self.local_rate = rate
-        F = forms.allen_cahn_residual(eta, eta_n, self.dt, v_eta, rate, self.kappa_factor(eta), p, dx)
+        local_rate = forms.allen_cahn_local_rate(eta, c, phi, mech_force, p)
+        kappa = self.kappa_factor(eta)
+
+        def rate(v):
+            return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)
+        self.deposition_rate = rate
+        F = forms.allen_cahn_residual(eta, eta_n, self.dt, v_eta, rate(v_eta), dx)
 
         D = mix(sc.diffusivity(), eta, self.beta, cfg.materials.mixing)
         grad_c = c * ufl.grad(conc) if self.log_c else ufl.grad(conc)
         self.np_flux = forms.nernst_planck_flux(c, grad_c, ufl.grad(phi), D, cfg.phase_field.electrons)
         site_ratio = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
-        F += forms.nernst_planck_residual(c, c_n, self.dt, self.np_flux, v_c, rate, site_ratio, dx)
+        F += forms.nernst_planck_residual(c, c_n, self.dt, self.np_flux, v_c, rate(v_c), site_ratio, dx)
 
         self.sigma_el = mix(sc.conductivities(), eta, self.beta, cfg.materials.mixing)
         self.charge_source = sc.charge_source()
-        F += forms.charge_residual(phi, self.sigma_el, v_phi, rate, self.charge_source, dx)
+        F += forms.charge_residual(phi, self.sigma_el, v_phi, rate(v_phi), self.charge_source, dx)
         electrode = cfg.electrochemistry.electrode
         if electrode.mode == "galvanostatic":
             F += forms.galvanostatic_term(electrode.current_density / sc.current_density, v_phi, self.ds(LEFT))
@@ -410,7 +414,7 @@ class CoupledProblem:
             chi.x.array[dofs] = 1.0
             chi.x.scatter_forward()
             eta, _, _, phi, _ = self.fields(self.w)
-            form = forms.charge_residual(phi, self.sigma_el, chi, self.local_rate, self.charge_source, self.dx)
+            form = forms.charge_residual(phi, self.sigma_el, chi, self.deposition_rate(chi), self.charge_source, self.dx)
             self._electrode_indicator = fem.form(form)
         value = self.comm.allreduce(fem.assemble_scalar(self._electrode_indicator), op=MPI.SUM)
         sc = self.scaling

@@ -72,35 +72,46 @@ class _Interrupt:
             signal.signal(sig, handler)
 
 
-def _output_groups(problem: CoupledProblem, cells: dict) -> dict[str, list]:
-    """Functions grouped by space (one VTX writer each), in SI units."""
-    sc, cfg = problem.scaling, problem.cfg
-    eta = problem.sub_function(ETA)
-    eta.name = "eta"
-    conc = problem.sub_function(CONC)
-    c = fem.Function(conc.function_space, name="c")
-    c.x.array[:] = np.exp(conc.x.array) if problem.log_c else conc.x.array
-    c_mol = fem.Function(conc.function_space, name="c_mol_m3")
-    c_mol.x.array[:] = c.x.array * cfg.electrochemistry.c0
-    phi = problem.sub_function(PHI)
-    phi.name = "phi_V"
-    phi.x.array[:] *= sc.potential
-    nodal = [eta, c, c_mol, phi]
-    groups = {}
-    beta = problem.beta
-    if beta.function_space.ufl_element().degree == 0:
-        groups["cells"] = [beta] + [cells[k] for k in cells if k != "current_density"]
-    else:
-        nodal.append(beta)
-        groups["cells"] = [cells[k] for k in cells if k != "current_density"]
-    groups["nodal"] = nodal
-    groups["current_vector"] = [cells["current_density"]]
-    if problem.mechanics:
-        u = problem.sub_function(DISP)
-        u.name = "u_m"
-        u.x.array[:] *= sc.length
-        groups["displacement"] = [u]
-    return groups
+class OutputFields:
+    """The functions the VTX writers hold, in SI units, grouped by space (one writer each).
+
+    VTX writers keep references to the functions they were opened with, so these are
+    created once and refilled before every write.
+    """
+
+    def __init__(self, problem: CoupledProblem):
+        self.problem = problem
+        V_scalar = problem.subspaces[ETA][0]
+        self.eta = fem.Function(V_scalar, name="eta")
+        self.c = fem.Function(V_scalar, name="c")
+        self.c_mol = fem.Function(V_scalar, name="c_mol_m3")
+        self.phi = fem.Function(V_scalar, name="phi_V")
+        self.cells = problem.cell_fields()
+        nodal = [self.eta, self.c, self.c_mol, self.phi]
+        scalar_cells = [f for k, f in self.cells.items() if k != "current_density"]
+        beta = problem.beta
+        if beta.function_space.ufl_element().degree == 0:
+            scalar_cells.insert(0, beta)
+        else:
+            nodal.append(beta)
+        self.groups = {"nodal": nodal, "cells": scalar_cells, "current_vector": [self.cells["current_density"]]}
+        if problem.mechanics:
+            self.u = fem.Function(problem.subspaces[DISP][0], name="u_m")
+            self.groups["displacement"] = [self.u]
+
+    def update(self) -> dict[str, list]:
+        pb = self.problem
+        sc, cfg = pb.scaling, pb.cfg
+        self.eta.x.array[:] = pb.sub_function(ETA).x.array
+        conc = pb.sub_function(CONC).x.array
+        self.c.x.array[:] = np.exp(conc) if pb.log_c else conc
+        self.c_mol.x.array[:] = self.c.x.array * cfg.electrochemistry.c0
+        self.phi.x.array[:] = pb.sub_function(PHI).x.array * sc.potential
+        for name, f in pb.cell_fields().items():
+            self.cells[name].x.array[:] = f.x.array
+        if pb.mechanics:
+            self.u.x.array[:] = pb.sub_function(DISP).x.array * sc.length
+        return self.groups
 
 
 def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) -> dict:
@@ -129,8 +140,10 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
     status, reason = "completed", None
     short_circuit_time = None
 
+    output_fields = OutputFields(problem)
+
     def write_fields(time_s):
-        writer.write(_output_groups(problem, problem.cell_fields()), time_s)
+        writer.write(output_fields.update(), time_s)
 
     write_fields(0.0)
     diag = problem.diagnostics()

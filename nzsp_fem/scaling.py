@@ -42,7 +42,7 @@ class Scaling:
             "diffusion GB  D t0/l0^2": self.diffusivity().grain_boundary,
             "deposition charge  n F c_m l0^2/(sigma V_T t0)": self.charge_source(),
             "site ratio  c_m/c0": cfg.electrochemistry.c_metal / cfg.electrochemistry.c0,
-            "conductivity contrast  sigma_metal/sigma_grain": cfg.materials.metal.conductivity / self.conductivity,
+            "conductivity contrast  sigma_metal/sigma_grain (solver)": self.metal_conductivity() / self.conductivity,
             "applied potential  phi_app/V_T": cfg.electrochemistry.electrode.potential / self.potential,
         }
 
@@ -51,9 +51,21 @@ class Scaling:
         return PhaseValues(self.cfg.diffusivity("metal") * f, self.cfg.diffusivity("grain") * f,
                            self.cfg.diffusivity("grain_boundary") * f)
 
+    def metal_conductivity(self) -> float:
+        """sigma_metal as the solver uses it (SI): capped at contrast_cap x the best electrolyte.
+
+        With Table 1's contrast of 1e8 the charge rows inside the metal are 1e8 times the
+        others, so Newton's line search only sees them and stagnates; at 1e4 the metal is
+        still equipotential to 1e-4 of the electrolyte's potential drop.
+        """
+        m, cap = self.cfg.materials, self.cfg.solver.metal_conductivity_contrast_cap
+        if cap is None:
+            return m.metal.conductivity
+        return min(m.metal.conductivity, cap * max(m.grain.conductivity, m.grain_boundary.conductivity))
+
     def conductivities(self) -> PhaseValues:
         m = self.cfg.materials
-        return PhaseValues(m.metal.conductivity / self.conductivity, m.grain.conductivity / self.conductivity,
+        return PhaseValues(self.metal_conductivity() / self.conductivity, m.grain.conductivity / self.conductivity,
                            m.grain_boundary.conductivity / self.conductivity)
 
     def moduli(self) -> PhaseValues:
