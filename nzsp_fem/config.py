@@ -161,6 +161,9 @@ class Electrochemistry(Strict):
     temperature: Temperature = Field(298.15, gt=0)
     equilibrium_potential: Potential = 0.0
     electrode: Electrode = Field(default_factory=Electrode)
+    # c = 1 on the right edge (bulk electrolyte reservoir, the paper's BC); false makes
+    # that edge no-flux for Na+, so total Na is conserved (a verification setting).
+    reservoir: bool = True
 
 
 class Mechanics(Strict):

@@ -228,8 +228,9 @@ class CoupledProblem:
 
     def _build_bcs(self):
         cfg, sc = self.cfg, self.scaling
-        bcs = [self._dirichlet(CONC, 0.0 if self.log_c else 1.0, [RIGHT]),
-               self._dirichlet(PHI, 0.0, [RIGHT])]
+        bcs = [self._dirichlet(PHI, 0.0, [RIGHT])]
+        if cfg.electrochemistry.reservoir:
+            bcs.append(self._dirichlet(CONC, 0.0 if self.log_c else 1.0, [RIGHT]))
         electrode = cfg.electrochemistry.electrode
         if electrode.mode == "potentiostatic":
             bcs.append(self._dirichlet(PHI, electrode.potential / sc.potential, [LEFT]))
