@@ -1,0 +1,302 @@
+"""nzsp_fem.checkpoint: N -> M restart and crash safety.
+
+In-process tests run serially and under ``mpirun -n 2``. Tests that need two rank counts
+run only serially and start ``mpirun -n 2 python3 -m mpi4py tests/test_checkpoint.py ...``
+(this file is also the worker script, see ``main``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import basix.ufl
+import numpy as np
+import pytest
+import ufl
+from dolfinx import fem, mesh
+from mpi4py import MPI
+
+from nzsp_fem import checkpoint as ckpt
+from nzsp_fem.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints,
+                                 read_checkpoint, write_checkpoint)
+from nzsp_fem.plasticity import PlasticState
+from nzsp_fem.probes import ProbeEvaluator
+
+COMM = MPI.COMM_WORLD
+HERE = Path(__file__).resolve()
+
+
+def serial_only(test):
+    """Serial tests start mpirun themselves (no mpirun inside mpirun)."""
+    test = pytest.mark.skipif(COMM.size > 1, reason="starts mpirun itself: serial only")(test)
+    return pytest.mark.serial(test)
+
+
+METADATA = {"t": 0.125, "dt": 1.0 / 3.0, "step": 7,
+            "controller": {"dt_prev": 0.1 / 3.0, "growth": 1.25, "history": [3, 4, 5],
+                           "np_scalar": np.float64(2.0) / 7.0}}
+
+
+def build_mesh(comm=COMM, n=(7, 5)):
+    """Rebuilt identically on any number of ranks (like the cached .msh via gmshio)."""
+    return mesh.create_unit_square(comm, *n, ghost_mode=mesh.GhostMode.shared_facet)
+
+
+# Non-symmetric fields so that any mix-up of cells, vertices or quadrature points shows.
+def f_scalar(x, shift=0.0):
+    return np.sin(3.0 * x[0] + 1.0) * np.cos(2.0 * x[1]) + x[0] * x[1] ** 2 + shift
+
+
+def f_vector(x, shift=0.0):
+    return np.vstack([np.exp(x[0] - 0.5 * x[1]) + shift, x[0] ** 3 - np.sin(5.0 * x[1])])
+
+
+def make_functions(msh) -> dict[str, fem.Function]:
+    cell = msh.topology.cell_name()
+    P1 = fem.functionspace(msh, ("Lagrange", 1))
+    P2v = fem.functionspace(msh, ("Lagrange", 2, (2,)))
+    P3 = fem.functionspace(msh, ("Lagrange", 3))  # dof permutations (in the dofmap)
+    N1 = fem.functionspace(msh, ("N1curl", 2))  # dof transformations (edge orientation)
+    W = fem.functionspace(msh, basix.ufl.mixed_element(
+        [basix.ufl.element("Lagrange", cell, 1), basix.ufl.element("Lagrange", cell, 2, shape=(2,))]))
+    state = PlasticState(msh, quadrature_degree=2)
+    return {"T": fem.Function(P1), "u": fem.Function(P2v), "c3": fem.Function(P3),
+            "n1": fem.Function(N1),
+            "w": fem.Function(W), "eps_p": state.eps_p, "p": state.p}
+
+
+def fill(fs: dict[str, fem.Function], shift: float = 0.0) -> dict[str, fem.Function]:
+    fs["T"].interpolate(lambda x: f_scalar(x, shift))
+    fs["u"].interpolate(lambda x: f_vector(x, shift))
+    fs["c3"].interpolate(lambda x: f_scalar(x, shift) * x[0])
+    fs["n1"].interpolate(lambda x: f_vector(x, shift)[::-1])
+    fs["w"].sub(0).interpolate(lambda x: f_scalar(x, shift) - 1.0)
+    fs["w"].sub(1).interpolate(lambda x: f_vector(x, shift) * 2.0)
+    msh = fs["p"].function_space.mesh
+    X = ufl.SpatialCoordinate(msh)
+    a, b = X[0], X[1]
+    tensor = ufl.as_tensor([[ufl.sin(3 * a + 1) + shift, a * b, b ** 2],
+                            [a - 2 * b, ufl.exp(a * b), 0.5 + shift],
+                            [a ** 3, ufl.cos(b), a + 7 * b]])
+    for name, expr in (("eps_p", tensor), ("p", ufl.sin(4 * a) * ufl.cos(3 * b) + a + shift)):
+        V = fs[name].function_space
+        fs[name].interpolate(fem.Expression(expr, V.element.interpolation_points()))
+    return fs
+
+
+def max_error(a: dict, b: dict) -> dict[str, float]:
+    return {k: COMM.allreduce(float(np.max(np.abs(a[k].x.array - b[k].x.array), initial=0.0)),
+                              op=MPI.MAX) for k in a}
+
+
+PROBED = ("T", "u", "c3", "n1")
+
+
+def probe_values(fs: dict) -> np.ndarray:
+    """Point values (all ranks) at fixed points: vertices, edge midpoints, random points."""
+    g = np.stack(np.meshgrid(np.linspace(0, 1, 8), np.linspace(0, 1, 6)), -1).reshape(-1, 2)
+    pts = np.vstack([g, g + [1.0 / 14, 0.0], np.random.default_rng(3).uniform(size=(20, 2))])
+    pts = pts[np.all(pts <= 1.0, axis=1)]
+    msh = fs["T"].function_space.mesh
+    out = ProbeEvaluator(msh, pts).evaluate_all({k: fs[k] for k in PROBED}, root=None)
+    return np.concatenate([out[k].reshape(len(pts), -1) for k in PROBED], axis=1)
+
+
+def read_and_compare(directory, shift: float, comm=COMM) -> tuple[dict, dict]:
+    """Read the latest checkpoint in ``directory`` on a freshly built mesh. Errors against
+    the fields re-interpolated on this mesh; and, if the writer stored probe values,
+    the bitwise difference of point values at the same physical points ("probes")."""
+    msh = build_mesh(comm)
+    got = make_functions(msh)
+    path = latest_checkpoint(directory, comm)
+    meta = read_checkpoint(path, msh, got, comm)
+    err = max_error(got, fill(make_functions(msh), shift))
+    ref = Path(directory) / "probes.npy"
+    if ref.exists():
+        err["probes"] = float(np.max(np.abs(probe_values(got) - np.load(ref))))
+    return meta, err
+
+
+def write_reference(directory, comm=COMM) -> None:
+    msh = build_mesh(comm)
+    fs = fill(make_functions(msh))
+    write_checkpoint(directory, msh, fs, METADATA, comm)
+    values = probe_values(fs)
+    if comm.rank == 0:
+        np.save(Path(directory) / "probes.npy", values)
+    comm.Barrier()
+
+
+@pytest.fixture
+def shared_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") if COMM.rank == 0 else None
+    return Path(COMM.bcast(str(path) if path is not None else None, root=0))
+
+
+def run_workers(*args, n: int = 2, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run this file as a worker under ``mpirun -n n`` (n=1: plain python)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PMIX_") and not (k.startswith("OMPI_") and not (
+               k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))}
+    cmd = [sys.executable, "-m", "mpi4py", str(HERE), *map(str, args)]
+    if n > 1:
+        cmd = ["mpirun", "-n", str(n), *cmd]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------
+def test_roundtrip_same_ranks(shared_dir):
+    msh = build_mesh()
+    fs = fill(make_functions(msh))
+    path = write_checkpoint(shared_dir, msh, fs, METADATA, COMM)
+    assert path == shared_dir / "checkpoint-7"
+    assert latest_checkpoint(shared_dir, COMM) == path
+    meta, err = read_and_compare(shared_dir, 0.0)
+    assert all(e <= 1e-14 for e in err.values()), err
+    expected = json.loads(json.dumps(METADATA, default=float))
+    assert meta == expected and meta["dt"] == 1.0 / 3.0
+
+
+@serial_only
+@pytest.mark.parametrize("writers, readers", [(1, 2), (2, 1)])
+def test_change_of_rank_count(tmp_path, writers, readers):
+    if writers == 1:
+        write_reference(tmp_path)
+    else:
+        r = run_workers("write", tmp_path, n=writers)
+        assert r.returncode == 0, r.stdout + r.stderr
+    meta = json.loads((tmp_path / "checkpoint-7" / "metadata.json").read_text())
+    assert meta["mesh"]["written_on_ranks"] == writers
+    if readers == 1:
+        _, err = read_and_compare(tmp_path, 0.0)
+        assert all(e <= 1e-14 for e in err.values()), err
+        assert err["probes"] == 0.0, err  # bit-identical values at the same points
+    else:
+        r = run_workers("read", tmp_path, n=readers)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "max errors" in r.stdout, r.stdout
+
+
+@serial_only
+def test_killed_mid_write_keeps_previous(tmp_path):
+    r = run_workers("crash", tmp_path, n=1)
+    assert r.returncode == 17, r.stdout + r.stderr
+    assert (tmp_path / "checkpoint.tmp-3").is_dir()  # the partial write is left behind
+    assert not (tmp_path / "checkpoint-3").exists()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    meta, err = read_and_compare(tmp_path, 2.0)
+    assert meta["step"] == 2 and all(e <= 1e-14 for e in err.values()), err
+    # Also without the pointer (lost): the scan finds the same complete checkpoint.
+    (tmp_path / "latest").unlink()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+def test_stopped_before_rename_then_recovers(shared_dir, monkeypatch):
+    msh = build_mesh()
+    fs = make_functions(msh)
+    for step in (1, 2):
+        write_checkpoint(shared_dir, msh, fill(fs, float(step)), {"step": step}, COMM)
+
+    def stop(*args):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(ckpt, "_publish", stop)
+    with pytest.raises(CheckpointError, match="simulated crash"):
+        write_checkpoint(shared_dir, msh, fill(fs, 3.0), {"step": 3}, COMM)
+    monkeypatch.undo()
+    assert (shared_dir / "checkpoint.tmp-3" / "fields.bp").exists()
+    assert latest_checkpoint(shared_dir, COMM) == shared_dir / "checkpoint-2"
+    meta, err = read_and_compare(shared_dir, 2.0)
+    assert meta == {"step": 2} and all(e <= 1e-14 for e in err.values()), err
+
+    # The next write cleans up, publishes and keeps only the last two.
+    write_checkpoint(shared_dir, msh, fill(fs, 3.0), {"step": 3}, COMM)
+    COMM.Barrier()
+    assert [p.name for p in list_checkpoints(shared_dir)] == ["checkpoint-2", "checkpoint-3"]
+    assert not list(shared_dir.glob("checkpoint.tmp-*"))
+    assert latest_checkpoint(shared_dir, COMM) == shared_dir / "checkpoint-3"
+    # Restarting from step 2 and writing step 3 again replaces it; a newer (abandoned)
+    # step is removed once an older-step checkpoint is published.
+    write_checkpoint(shared_dir, msh, fill(fs, 5.0), {"step": 3, "again": True}, COMM)
+    write_checkpoint(shared_dir, msh, fill(fs, 4.0), {"step": 2}, COMM)
+    COMM.Barrier()
+    assert [p.name for p in list_checkpoints(shared_dir)] == ["checkpoint-2"]
+    meta, err = read_and_compare(shared_dir, 4.0)
+    assert meta == {"step": 2} and all(e <= 1e-14 for e in err.values()), err
+
+
+def test_latest_pointer_fallbacks(shared_dir):
+    msh = build_mesh(n=(2, 2))
+    fs = {"p": PlasticState(msh, 1).p}
+    for step in (4, 5):
+        write_checkpoint(shared_dir, msh, fs, {"step": step}, COMM)
+    COMM.Barrier()
+    if COMM.rank == 0:
+        # Died while writing step 5 again: the old copy is moved aside, the pointer dangles.
+        os.rename(shared_dir / "checkpoint-5", shared_dir / "checkpoint-5.old")
+        assert latest_checkpoint(shared_dir) == shared_dir / "checkpoint-5.old"
+        # A corrupt pointer or a checkpoint without metadata is never returned.
+        (shared_dir / "latest").write_text("checkpoint-9\n")
+        (shared_dir / "checkpoint-9").mkdir()
+        assert latest_checkpoint(shared_dir) == shared_dir / "checkpoint-5.old"
+    COMM.Barrier()
+    assert latest_checkpoint(shared_dir, COMM) == shared_dir / "checkpoint-5.old"
+    read_checkpoint(latest_checkpoint(shared_dir, COMM), msh, fs, COMM)
+    write_checkpoint(shared_dir, msh, fs, {"step": 5}, COMM)
+    COMM.Barrier()
+    assert [p.name for p in list_checkpoints(shared_dir)] == ["checkpoint-4", "checkpoint-5"]
+
+
+def test_wrong_mesh_or_function_is_refused(shared_dir):
+    msh = build_mesh()
+    fs = fill(make_functions(msh))
+    path = write_checkpoint(shared_dir, msh, {"T": fs["T"], "p": fs["p"]}, {"step": 0}, COMM)
+    other = build_mesh(n=(5, 7))  # same number of cells, different cells
+    with pytest.raises(ValueError, match="different mesh"):
+        read_checkpoint(path, other, {"T": fem.Function(fem.functionspace(other, ("Lagrange", 1)))})
+    with pytest.raises(ValueError, match="written on a mesh of"):
+        small = build_mesh(n=(3, 3))
+        read_checkpoint(path, small, {"T": fem.Function(fem.functionspace(small, ("Lagrange", 1)))})
+    with pytest.raises(KeyError, match="no function 'u'"):
+        read_checkpoint(path, msh, {"u": fs["u"]})
+    with pytest.raises(ValueError, match="was written as"):
+        read_checkpoint(path, msh, {"T": fem.Function(fem.functionspace(msh, ("Lagrange", 2)))})
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        read_checkpoint(shared_dir / "checkpoint-99", msh, {})
+    assert latest_checkpoint(shared_dir / "nothing-here") is None
+
+
+# ------------------------------------------------------------------------------------------
+def main(argv: list[str]) -> int:
+    """Worker: ``write DIR`` | ``read DIR`` | ``crash DIR`` on COMM_WORLD."""
+    mode, directory = argv[0], Path(argv[1])
+    msh = build_mesh()
+    if mode == "write":
+        write_reference(directory)
+    elif mode == "read":
+        meta, err = read_and_compare(directory, 0.0)
+        assert meta["controller"]["history"] == [3, 4, 5] and meta["dt"] == 1.0 / 3.0
+        assert all(e <= 1e-14 for e in err.values()) and err["probes"] == 0.0, err
+        if COMM.rank == 0:
+            print("max errors", err)
+    elif mode == "crash":
+        fs = make_functions(msh)
+        for step in (1, 2):
+            write_checkpoint(directory, msh, fill(fs, float(step)), {"step": step}, COMM)
+
+        def killed(*args, **kwargs):
+            os._exit(17)  # the process dies while writing the field data of step 3
+
+        ckpt._write_fields = killed
+        write_checkpoint(directory, msh, fill(fs, 3.0), {"step": 3}, COMM)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
