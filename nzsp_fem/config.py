@@ -231,6 +231,8 @@ class Output(Strict):
 class Study(Strict):
     parameter: str
     values: list[Any] = Field(min_length=1)
+    # Ranks per case; by default all ranks work on each case unless ranks outnumber cases.
+    ranks_per_case: int | None = Field(None, ge=1)
 
 
 class Config(Strict):
@@ -386,8 +388,8 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    path = Path(path)
+def _read_yaml(path: Path, chain: tuple = ()) -> dict:
+    """A config file as a dict; ``extends: other.yaml`` (relative to it) is merged beneath."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -404,7 +406,21 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{path}: empty config file (write '{{}}' to run with all defaults)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    data.setdefault("name", path.stem)
+    base = data.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"extends: expected a file name, got {base!r}")
+        base_path = (path.parent / base).resolve()
+        if base_path in chain:
+            raise ConfigError(f"extends: {base} includes itself")
+        data = _merged(_read_yaml(base_path, chain + (base_path,)), data)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    data = _read_yaml(path, (path.resolve(),))
+    data["name"] = data.get("name") or path.stem
     for text in overrides:
         key, value = parse_override(text)
         apply_override(data, key, value)

@@ -71,11 +71,14 @@ class RunLog:
 class CsvTable:
     """Append-only CSV on rank 0, flushed per row so a crash loses nothing written."""
 
-    def __init__(self, path: Path, columns: list[str], comm, append: bool = False):
+    def __init__(self, path: Path, columns: list[str], comm, append: bool = False,
+                 keep_until: float | None = None):
         self.columns, self.comm = columns, comm
         self.file = None
         if comm.rank == 0:
             new = not (append and path.exists())
+            if not new and keep_until is not None:
+                _drop_rows_after(path, keep_until)
             self.file = open(path, "a" if not new else "w", newline="", buffering=1)
             self.writer = csv.writer(self.file)
             if new:
@@ -89,6 +92,17 @@ class CsvTable:
     def close(self):
         if self.file:
             self.file.close()
+
+
+def _drop_rows_after(path: Path, t_keep: float) -> None:
+    """On restart: rows written after the checkpoint are recomputed, so drop them."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and float(r[0]) <= t_keep * (1 + 1e-12)]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)
 
 
 def _fmt(value):

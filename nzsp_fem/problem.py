@@ -71,6 +71,7 @@ class Diagnostics:
     max_plastic_strain: float
     phi_gb_min_V: float
     phi_gb_max_V: float
+    gb_mean_current_density_A_m2: float
     eta_min: float
     eta_max: float
     c_min: float
@@ -391,6 +392,12 @@ class CoupledProblem:
         self.w.x.petsc_vec.copy(self.w_old.x.petsc_vec)
         self.w_old.x.scatter_forward()
 
+    def after_restore(self):
+        """After a checkpoint was read into w (a committed state): make it the old state too."""
+        self.w.x.scatter_forward()
+        self.w.x.petsc_vec.copy(self.w_old.x.petsc_vec)
+        self.w_old.x.scatter_forward()
+
     def rollback(self):
         self.w_old.x.petsc_vec.copy(self.w.x.petsc_vec)
         self.w.x.scatter_forward()
@@ -466,9 +473,19 @@ class CoupledProblem:
             max_plastic_strain=gmax(pp.x.array[:self._n_cells()]) if pp is not None else 0.0,
             phi_gb_min_V=gmin(phi_vals[gb]) * sc.potential if self.comm.allreduce(gb.any(), op=MPI.LOR) else float("nan"),
             phi_gb_max_V=gmax(phi_vals[gb]) * sc.potential if self.comm.allreduce(gb.any(), op=MPI.LOR) else float("nan"),
+            gb_mean_current_density_A_m2=self._gb_mean_current_density(phi),
             eta_min=gmin(eta_vals), eta_max=gmax(eta_vals),
             c_min=gmin(c_vals), c_max=gmax(c_vals),
         )
+
+    def _gb_mean_current_density(self, phi) -> float:
+        """beta-weighted mean of |i| = |sigma grad phi| over the GB region (A/m^2)."""
+        weight = self._integral(self.beta)
+        if weight <= 0:
+            return float("nan")
+        grad = ufl.grad(phi)
+        magnitude = self.sigma_el * ufl.sqrt(ufl.dot(grad, grad) + 1e-300)
+        return self._integral(self.beta * magnitude) / weight * self.scaling.current_density
 
     def _n_cells(self) -> int:
         return self.mesh.topology.index_map(self.dim).size_local
@@ -541,3 +558,44 @@ def _cell_average_vector(expr, V, dx) -> fem.Function:
     f.x.scatter_forward()
     return f
 
+
+
+def metal_connects_electrodes(problem: CoupledProblem, threshold: float = 0.5) -> bool:
+    """Short circuit: do P1 vertices with eta > threshold form a path from x = 0 to x = Lx?
+
+    Each rank contributes the mesh edges (as global dof pairs) of its cells whose end points
+    are both metal; rank 0 joins them with a sparse connected-components search. Collective.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    V, dofs = problem.subspaces[ETA]
+    eta = problem.w.x.array[dofs]
+    imap = V.dofmap.index_map
+    n_local = imap.size_local + imap.num_ghosts
+    global_index = imap.local_to_global(np.arange(n_local, dtype=np.int32))
+    metal = eta > threshold
+    cells = V.dofmap.list[: problem.mesh.topology.index_map(problem.dim).size_local]
+    pairs = []
+    for a in range(cells.shape[1]):
+        for b in range(a + 1, cells.shape[1]):
+            both = metal[cells[:, a]] & metal[cells[:, b]]
+            pairs.append(np.stack([global_index[cells[both, a]], global_index[cells[both, b]]], axis=1))
+    pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    x = V.tabulate_dof_coordinates()[:, 0]
+    lx = problem.comm.allreduce(float(x.max()) if x.size else 0.0, op=MPI.MAX)
+    tol = 1e-9 * lx
+    left = global_index[metal & (x < tol)]
+    right = global_index[metal & (x > lx - tol)]
+    gathered = problem.comm.gather((pairs, left, right), root=0)
+    connected = False
+    if problem.comm.rank == 0:
+        edges = np.concatenate([g[0] for g in gathered])
+        lefts = np.unique(np.concatenate([g[1] for g in gathered]))
+        rights = np.unique(np.concatenate([g[2] for g in gathered]))
+        if edges.size and lefts.size and rights.size:
+            n = imap.size_global
+            graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+            _, labels = connected_components(graph, directed=False)
+            connected = bool(np.intersect1d(labels[lefts], labels[rights]).size)
+    return problem.comm.bcast(connected, root=0)

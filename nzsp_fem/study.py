@@ -1,0 +1,134 @@
+"""Studies: one config parameter swept over values on the same mesh and microstructure.
+
+Every case is a full run (run.run_single) in ``case-<k>-<value>/``. When there are more
+ranks than cases need, the world communicator is split into groups that run cases side
+by side. Afterwards rank 0 writes ``study.csv``, ``comparison.png`` (cases as columns,
+fields as rows, shared colour limits per row) and ``probes.png`` from the cases' files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+from mpi4py import MPI
+
+from .config import Config, check_parameter_path, with_value
+from .outputs import OutputError, prepare_directory, write_yaml
+
+SUMMARY_COLUMNS = ["status", "t_final", "steps", "newton_iterations", "wall_time_s", "mpi_size", "dofs",
+                   "metal_fraction", "penetration_depth_m", "electrode_current_A", "max_current_density_A_m2",
+                   "max_von_mises_Pa", "max_plastic_strain", "phi_gb_min_V", "phi_gb_max_V", "gb_mean_current_density_A_m2", "short_circuit",
+                   "short_circuit_time_s"]
+
+
+def case_configs(cfg: Config) -> list[tuple[str, str, Config]]:
+    """(directory name, label, config) per study value; labels keep the user's spelling."""
+    study = cfg.study
+    try:
+        check_parameter_path(cfg, study.parameter)
+    except ValueError as err:
+        raise OutputError(str(err)) from None
+    cases = []
+    for k, value in enumerate(study.values):
+        label = f"{study.parameter.split('.')[-1]} = {value}"
+        slug = re.sub(r"[^A-Za-z0-9.+-]+", "", str(value).replace(" ", "")) or str(k)
+        case_cfg = with_value(cfg, study.parameter, value)
+        case_cfg = case_cfg.model_copy(update={"name": f"{cfg.name}-case-{k}"})
+        cases.append((f"case-{k}-{slug}", label, case_cfg))
+    return cases
+
+
+def groups_for(comm_size: int, n_cases: int, ranks_per_case: int | None) -> int:
+    """Number of side-by-side groups: all ranks on each case unless ranks outnumber cases."""
+    if ranks_per_case is None:
+        ranks_per_case = max(1, comm_size // n_cases)
+    return max(1, min(n_cases, comm_size // ranks_per_case))
+
+
+def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
+    from .run import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, run_single
+
+    world = MPI.COMM_WORLD
+    cases = case_configs(cfg)  # validates every case before anything is written
+    prepare_directory(outdir, world, overwrite, restart)
+    write_yaml(outdir / "config.resolved.yaml", cfg.model_dump(mode="json"), world)
+
+    n_groups = groups_for(world.size, len(cases), cfg.study.ranks_per_case)
+    group = world.rank * n_groups // world.size
+    comm = world.Split(group, world.rank)
+    if world.rank == 0:
+        print(f"study {cfg.study.parameter}: {len(cases)} cases on {n_groups} group(s) of "
+              f"~{world.size // n_groups} rank(s)", flush=True)
+    statuses = {}
+    for k, (dirname, label, case_cfg) in enumerate(cases):
+        if k % n_groups != group:
+            continue
+        summary = run_single(case_cfg, outdir / dirname, comm, overwrite=overwrite, restart=restart)
+        statuses[dirname] = summary["status"]
+    comm.Free()
+    world.barrier()
+    all_statuses = {}
+    for part in world.allgather(statuses):
+        all_statuses.update(part)
+
+    if world.rank == 0:
+        write_study_table(outdir, cfg, cases)
+        write_study_figures(outdir, cfg, cases)
+        print(f"study written to {outdir}: study.csv, comparison.png, probes.png", flush=True)
+    if all(s == "completed" for s in all_statuses.values()):
+        return EXIT_OK
+    if any(s == "diverged" for s in all_statuses.values()):
+        return EXIT_DIVERGED
+    return EXIT_INTERRUPTED
+
+
+def write_study_table(outdir: Path, cfg: Config, cases) -> None:
+    with open(outdir / "study.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", cfg.study.parameter] + SUMMARY_COLUMNS)
+        for (dirname, _, case_cfg), value in zip(cases, cfg.study.values):
+            path = outdir / dirname / "summary.json"
+            summary = json.loads(path.read_text()) if path.exists() else {"status": "missing"}
+            writer.writerow([dirname, value] + [summary.get(c, "") for c in SUMMARY_COLUMNS])
+
+
+def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
+    import numpy as np
+    import pyvista
+
+    from .figures import plot_comparison, plot_probes
+    from .run import field_panels
+
+    grids, labels = [], []
+    for dirname, label, _ in cases:
+        path = outdir / dirname / "final_state.vtu"
+        if path.exists():
+            grids.append(pyvista.read(path))
+            labels.append(label)
+    if grids:
+        plot_comparison(grids, labels, field_panels(), outdir / "comparison.png",
+                        title=f"{cfg.name}: {cfg.study.parameter}", contour="eta")
+
+    for quantity, label in (("current_density_magnitude", "|i| (A/m²)"), ("phi_V", "φ (V)")):
+        series = {}
+        for dirname, case_label, _ in cases:
+            path = outdir / dirname / "probes.csv"
+            if not path.exists():
+                continue
+            data = np.genfromtxt(path, delimiter=",", names=True)
+            if data.size == 0:
+                continue
+            data = np.atleast_1d(data)
+            per_probe = {}
+            for name in data.dtype.names:
+                if name.endswith("_" + quantity):
+                    per_probe[name[: -len(quantity) - 1]] = (data["t"], data[name])
+            if per_probe:
+                series[case_label] = per_probe
+        if series:
+            stem = "probes" if quantity.startswith("current") else "probes_phi"
+            plot_probes(series, label, outdir / f"{stem}.png", time_label="t (ms)", time_scale=1e3,
+                        title=f"{cfg.name}: {cfg.study.parameter}")
