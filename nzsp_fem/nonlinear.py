@@ -131,4 +131,13 @@ class SNESProblem:
     def destroy(self) -> None:
         for obj in (self.snes, self.A, self.b, self.x):
             obj.destroy()
+        self.clear_options()
+
+    def clear_options(self) -> None:
+        """Remove this solver's entries from PETSc's global options database, so a later
+        solver with the same prefix does not inherit them."""
+        opts = PETSc.Options()
+        for key in list(opts.getAll()):
+            if key.startswith(self.prefix):
+                opts.delValue(key)
 

@@ -115,7 +115,8 @@ class CoupledProblem:
 
         self._build_forms()
         self._build_bcs()
-        self.solver = SNESProblem(self.F, self.w, self.bcs, solver_options(cfg), prefix="nzsp_")
+        # A unique options prefix per problem: a study builds several in one process.
+        self.solver = SNESProblem(self.F, self.w, self.bcs, solver_options(cfg))
         if cfg.solver.preset == "iterative":
             self._set_fieldsplit()
         if cfg.solver.bounds:
@@ -378,7 +379,8 @@ class CoupledProblem:
         self.dt.value = dt / self.scaling.time
         self.reaction.value = self.reaction_rate_at(t + dt)
         report = self.solver.solve()
-        if report.converged and not np.all(np.isfinite(self.w.x.array)):
+        finite = self.comm.allreduce(bool(np.all(np.isfinite(self.w.x.array))), op=MPI.LAND)
+        if report.converged and not finite:
             report.converged = False
             report.reason_name = "NONFINITE_STATE"
         if not report.converged:
@@ -412,8 +414,11 @@ class CoupledProblem:
         return self.comm.allreduce(fem.assemble_scalar(fem.form(expr * self.dx)), op=MPI.SUM)
 
     def electrode_current(self) -> float:
-        """Current out of the domain through the left electrode (A, or A/m in 2D), positive
-        when plating. Taken from the charge residual on the boundary's shape functions (the
+        """Current out of the electrolyte into the left electrode (A, or A/m in 2D), i.e. the
+        flux of i = -sigma grad phi through the left edge: positive for a cathodic electrode
+        current. Under potentiostatic growth it is the right-edge current minus the
+        deposition current nFc_m d(int eta)/dt (the model's charge sink), so it can be
+        negative while Na plates. Taken from the charge residual on the boundary's shape functions (the
         variationally consistent flux), so it balances exactly at convergence."""
         if not hasattr(self, "_electrode_indicator"):
             V = self.subspaces[PHI][0]

@@ -115,11 +115,18 @@ class OutputFields:
         return self.groups
 
 
-def field_panels():
+def field_panels(grids=()):
+    """The standard field rows, restricted to fields every given grid has (no mechanics ->
+    no stress rows)."""
     from .figures import Panel
-    return [Panel("eta", "η (-)", "viridis"), Panel("c_mol_m3", "c (mol/m³)", "cividis"),
+    panels = [Panel("eta", "η (-)", "viridis"), Panel("c_mol_m3", "c (mol/m³)", "cividis"),
             Panel("phi_V", "φ (V)", "coolwarm"), Panel("current_density_magnitude", "|i| (A/m²)", "inferno"),
             Panel("plastic_strain", "p (-)", "magma"), Panel("von_mises", "σ_vM (Pa)", "plasma")]
+    for grid in grids:
+        if grid is not None:
+            names = set(grid.point_data.keys()) | set(grid.cell_data.keys())
+            panels = [p for p in panels if p.field in names]
+    return panels
 
 
 def gather_state(problem: CoupledProblem, fields: "OutputFields"):
@@ -228,7 +235,7 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
         if initial:
             plot_initial_state(grid, figures_dir / name)
         else:
-            plot_fields(grid, field_panels(), figures_dir / name, title=f"{cfg.name}, t = {state['t']:.4g} s",
+            plot_fields(grid, field_panels([grid]), figures_dir / name, title=f"{cfg.name}, t = {state['t']:.4g} s",
                         contour="eta")
 
     def save_checkpoint():

@@ -109,7 +109,7 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
             grids.append(pyvista.read(path))
             labels.append(label)
     if grids:
-        plot_comparison(grids, labels, field_panels(), outdir / "comparison.png",
+        plot_comparison(grids, labels, field_panels(grids), outdir / "comparison.png",
                         title=f"{cfg.name}: {cfg.study.parameter}", contour="eta")
 
     for quantity, label in (("current_density_magnitude", "|i| (A/m²)"), ("phi_V", "φ (V)")):
