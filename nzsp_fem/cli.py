@@ -55,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return _check(cfg)
 
-    from .mesh import MeshError
+    from .mesh import MeshError, validate
     from .outputs import OutputError
-    from .run import run_config
+    from .run import polycrystal_spec, run_config
     try:
+        # Geometry errors before the output directory exists (a half-made one blocks the rerun).
+        validate(polycrystal_spec(cfg))
         return run_config(cfg, output=args.output, overwrite=args.overwrite, restart=args.restart)
     except (ConfigError, MeshError, OutputError) as err:
         return _fail(str(err))

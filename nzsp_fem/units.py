@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Annotated
 
@@ -41,9 +42,15 @@ def to_si(value, dimension: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a {dimension}, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value), dimension, value)
     if not isinstance(value, str):
         raise ValueError(f"expected a {dimension} (number or string with units), got {value!r}")
+    try:  # YAML 1.1 reads 1e-3 (no dot) as a string: a bare number is SI all the same
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None:
+        return _finite(number, dimension, value)
     ureg = registry()
     try:
         quantity = ureg.Quantity(value.strip())
@@ -53,7 +60,13 @@ def to_si(value, dimension: str) -> float:
     if quantity.dimensionality != reference.dimensionality:
         raise ValueError(f"expected a {dimension}, got {value!r}")
     magnitude = quantity.to(reference.units).magnitude if DIMENSION_NAMES[dimension] else quantity.to("").magnitude
-    return float(magnitude)
+    return _finite(float(magnitude), dimension, value)
+
+
+def _finite(x: float, dimension: str, given) -> float:
+    if not math.isfinite(x):
+        raise ValueError(f"expected a finite {dimension}, got {given!r}")
+    return x
 
 
 def quantity(dimension: str):
