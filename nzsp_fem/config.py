@@ -201,7 +201,9 @@ class TimeStepping(Strict):
 class Solver(Strict):
     preset: Literal["direct", "iterative"] = "direct"
     bounds: bool = False
-    log_concentration: bool = True
+    # c itself by default: exact Na balance and no stall (docs/model.md item 2); ln c
+    # keeps c > 0 but has no solution once a step's Na demand exceeds the local supply.
+    log_concentration: bool = False
     rtol: float = Field(1e-6, gt=0)
     atol: float = Field(1e-6, gt=0)
     stol: float = Field(1e-10, ge=0)

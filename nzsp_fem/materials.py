@@ -7,16 +7,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 MIXING_RULES = ("paper", "metal-first")
 
 
+def clamp01(x):
+    """x limited to [0, 1] (UFL, numpy or float)."""
+    try:
+        import ufl
+        if isinstance(x, ufl.core.expr.Expr):
+            return ufl.max_value(0.0, ufl.min_value(1.0, x))
+    except ImportError:  # pragma: no cover - ufl is always there in the runtime
+        pass
+    return np.clip(x, 0.0, 1.0)
+
+
 def h(x):
-    """Smooth step h(x) = x^3 (6x^2 - 15x + 10); h(0)=0, h(1)=1, h'(0)=h'(1)=0."""
+    """Smooth step h(x) = x^3 (6x^2 - 15x + 10) on [0, 1], constant outside.
+
+    Held at 0 and 1 outside [0, 1] (still C1, as h'(0) = h'(1) = 0): the polynomial's
+    h'(x) > 0 beyond 1 let cathodic Butler-Volmer push eta ever further above 1 inside the
+    metal (measured eta 1.07 and c piling up there), and properties overshoot the metal's.
+    """
+    x = clamp01(x)
     return x**3 * (6 * x**2 - 15 * x + 10)
 
 
 def dh(x):
-    """h'(x) = 30 x^2 (1-x)^2 (the paper prints 6x^3: a typo)."""
+    """h'(x) = 30 x^2 (1-x)^2 on [0, 1], 0 outside (the paper prints 6x^3: a typo)."""
+    x = clamp01(x)
     return 30 * x**2 * (1 - x) ** 2
 
 

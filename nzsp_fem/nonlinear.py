@@ -69,6 +69,7 @@ class SNESProblem:
         self.snes.setJacobian(self._jacobian, self.A, self.A)
         self.snes.setFromOptions()
         self.snes.getKSP().setFromOptions()
+        self.snes.setConvergenceHistory(length=1000, reset=True)
         self._residual_calls = 0
 
     def set_options(self, options: dict) -> None:
@@ -119,13 +120,26 @@ class SNESProblem:
         self.u.x.scatter_forward()
         reason = self.snes.getConvergedReason()
         its = self.snes.getIterationNumber()
+        name = reason_name(reason)
+        norms, _ = self.snes.getConvergenceHistory()
+        fnorm = float(self.snes.getFunctionNorm())
+        converged = reason > 0
+        if reason == PETSc.SNES.ConvergedReason.CONVERGED_SNORM_RELATIVE and len(norms):
+            # A tiny Newton update is not convergence when the residual has not dropped:
+            # that is stagnation (line search taking minute steps), and accepting it left
+            # states from which no later step converged. Require the residual test
+            # loosened 100x.
+            rtol, atol, _, _ = self.snes.getTolerances()
+            if fnorm > 100 * max(atol, rtol * float(norms[0])):
+                converged = False
+                name = "STAGNATED_SNORM"
         return SolveReport(
-            converged=reason > 0,
+            converged=converged,
             reason=reason,
-            reason_name=reason_name(reason),
+            reason_name=name,
             newton_iterations=its,
             linear_iterations=self.snes.getLinearSolveIterations(),
-            residual_norm=float(self.snes.getFunctionNorm()),
+            residual_norm=fnorm,
         )
 
     def destroy(self) -> None:
