@@ -185,6 +185,8 @@ class TimeStepping(Strict):
     output_times: list[Time] | None = None
     n_outputs: int = Field(10, ge=1)
     max_steps: int = Field(10**7, ge=1)
+    # A short-circuited cell is dead: stop there (status completed, short_circuit true).
+    stop_at_short_circuit: bool = True
 
     @model_validator(mode="after")
     def _order(self):

@@ -277,6 +277,13 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 if metal_connects_electrodes(problem):
                     state["short_circuit_time"] = t
                     log(f"short circuit: metal connects the electrodes at t={t:.6e} s", 0)
+                    if cfg.time.stop_at_short_circuit:
+                        reason = "short circuit"
+                        table.row(dict(vars(diag), t=t, dt=dt, newton_iterations=report.newton_iterations,
+                                       linear_iterations=report.linear_iterations))
+                        probes.record(t)
+                        write_fields(t)
+                        break
             table.row(dict(vars(diag), t=t, dt=dt, newton_iterations=report.newton_iterations,
                            linear_iterations=report.linear_iterations))
             probes.record(t)

@@ -33,7 +33,7 @@ def case_configs(cfg: Config) -> list[tuple[str, str, Config]]:
         raise OutputError(str(err)) from None
     cases = []
     for k, value in enumerate(study.values):
-        label = f"{study.parameter.split('.')[-1]} = {value}"
+        label = str(value)  # the figure title names the parameter
         slug = re.sub(r"[^A-Za-z0-9.+-]+", "", str(value).replace(" ", "")) or str(k)
         case_cfg = with_value(cfg, study.parameter, value)
         case_cfg = case_cfg.model_copy(update={"name": f"{cfg.name}-case-{k}"})
