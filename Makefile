@@ -4,7 +4,7 @@ ENV    := bin/nzsp-env
 PYTEST := python3 -m pytest -q -p no:cacheprovider
 NP     ?= 2
 
-.PHONY: all test test-serial test-mpi demo bench runtime clean-results
+.PHONY: all test test-serial test-mpi demo bench runtime lint format clean-results
 
 all: test
 
@@ -24,7 +24,23 @@ demo: runtime
 	@echo "demo outputs: results/demo/"
 
 bench: runtime
-	$(ENV) python3 -m nzsp_fem.bench
+	$(ENV) python3 -m benchmarks.bench
+
+# Linters come from PyPI (requirements-lint.txt) into a local venv; they need no DOLFINx.
+LINT_VENV := .venv-lint
+$(LINT_VENV)/.installed: requirements-lint.txt
+	python3 -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install -q -r requirements-lint.txt
+	touch $@
+
+lint: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff format --check .
+	$(LINT_VENV)/bin/ruff check .
+	$(LINT_VENV)/bin/mypy
+
+format: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff format .
+	$(LINT_VENV)/bin/ruff check --fix .
 
 clean-results:
 	rm -rf results

@@ -10,9 +10,12 @@ import argparse
 import sys
 
 import yaml
+from mpi4py import MPI
 
-EXIT_USAGE = 2
-EXIT_DIVERGED = 3
+from .config import ConfigError, load_config
+from .exit_codes import EXIT_USAGE, STATUS_EXIT
+from .mesh import MeshError, spec_from_config, validate
+from .physics.parameters import derived_quantities
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +36,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    from mpi4py import MPI
     if MPI.COMM_WORLD.rank == 0:
         print(f"nzsp-fem: error: {message}", file=sys.stderr, flush=True)
     return EXIT_USAGE
@@ -41,8 +43,6 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .config import ConfigError, load_config
-
     try:
         cfg = load_config(args.config, args.overrides)
         if args.verbose is not None:
@@ -55,30 +55,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return _check(cfg)
 
-    from .mesh import MeshError, validate
-    from .outputs import OutputError
-    from .run import polycrystal_spec, run_config
+    # Deferred so that bad input is reported without waiting for DOLFINx to load (~1-2 s).
+    from .io.rundir import OutputError
+    from .run import output_directory, run_single
+    from .study import run_study
+
     try:
         # Geometry errors before the output directory exists (a half-made one blocks the rerun).
-        validate(polycrystal_spec(cfg))
-        return run_config(cfg, output=args.output, overwrite=args.overwrite, restart=args.restart)
+        validate(spec_from_config(cfg))
+        outdir = output_directory(cfg, args.output)
+        if cfg.study is not None:
+            return run_study(cfg, outdir, overwrite=args.overwrite, restart=args.restart)
+        summary = run_single(cfg, outdir, MPI.COMM_WORLD, overwrite=args.overwrite, restart=args.restart)
+        return STATUS_EXIT[summary["status"]]
     except (ConfigError, MeshError, OutputError) as err:
         return _fail(str(err))
 
 
 def _check(cfg) -> int:
-    from mpi4py import MPI
+    from .physics.scaling import Scaling
 
-    from .mesh import MeshError, validate
-    from .run import polycrystal_spec
-    from .scaling import Scaling
     try:
-        validate(polycrystal_spec(cfg))
+        validate(spec_from_config(cfg))
     except MeshError as err:
         return _fail(str(err))
     if MPI.COMM_WORLD.rank == 0:
         resolved = cfg.model_dump(mode="json")
-        resolved["derived"] = cfg.derived()
+        resolved["derived"] = derived_quantities(cfg)
         resolved["dimensionless_groups"] = Scaling(cfg).groups()
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
     return 0

@@ -13,15 +13,21 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pyvista
 from mpi4py import MPI
 
 from .config import Config, check_parameter_path, with_value
-from .outputs import OutputError, prepare_directory, write_yaml
+from .exit_codes import exit_code
+from .io.figures import plot_comparison, plot_probes
+from .io.output_fields import field_panels
+from .io.run_record import RUN_SUMMARY_KEYS
+from .io.rundir import OutputError, prepare_directory, write_yaml
+from .problem import Diagnostics
+from .run import run_single
 
-SUMMARY_COLUMNS = ["status", "t_final", "steps", "newton_iterations", "wall_time_s", "mpi_size", "dofs",
-                   "metal_fraction", "penetration_depth_m", "electrode_current_A", "max_current_density_A_m2",
-                   "max_von_mises_Pa", "max_plastic_strain", "phi_gb_min_V", "phi_gb_max_V", "gb_mean_current_density_A_m2", "short_circuit",
-                   "short_circuit_time_s"]
+#: study.csv columns after the case and the parameter value
+SUMMARY_COLUMNS = [k for k in RUN_SUMMARY_KEYS if k not in ("reason", "restarts")] + Diagnostics.names("summary")
 
 
 def case_configs(cfg: Config) -> list[tuple[str, str, Config]]:
@@ -49,8 +55,6 @@ def groups_for(comm_size: int, n_cases: int, ranks_per_case: int | None) -> int:
 
 
 def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
-    from .run import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, run_single
-
     world = MPI.COMM_WORLD
     cases = case_configs(cfg)  # validates every case before anything is written
     prepare_directory(outdir, world, overwrite, restart)
@@ -78,11 +82,7 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
         write_study_table(outdir, cfg, cases)
         write_study_figures(outdir, cfg, cases)
         print(f"study written to {outdir}: study.csv, comparison.png, probes.png", flush=True)
-    if all(s == "completed" for s in all_statuses.values()):
-        return EXIT_OK
-    if any(s == "diverged" for s in all_statuses.values()):
-        return EXIT_DIVERGED
-    return EXIT_INTERRUPTED
+    return exit_code(all_statuses.values())
 
 
 def write_study_table(outdir: Path, cfg: Config, cases) -> None:
@@ -96,12 +96,6 @@ def write_study_table(outdir: Path, cfg: Config, cases) -> None:
 
 
 def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
-    import numpy as np
-    import pyvista
-
-    from .figures import plot_comparison, plot_probes
-    from .run import field_panels
-
     grids, labels = [], []
     for dirname, label, _ in cases:
         path = outdir / dirname / "final_state.vtu"

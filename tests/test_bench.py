@@ -1,21 +1,43 @@
-"""Smoke test of the benchmark (nzsp_fem.bench): the smallest quick case runs in-process and
-returns a complete result. No timing assertions: timings depend on the machine."""
+"""Smoke test of the benchmark (benchmarks/, run as ``python3 -m benchmarks.bench``): the
+smallest quick case runs in-process and returns a complete result, and the reports can be
+written from it. No timing assertions: timings depend on the machine."""
 
 from __future__ import annotations
 
 import pytest
 
-from nzsp_fem import bench
+from benchmarks import cases, measure, report
 
 pytestmark = pytest.mark.serial
 
 
-def test_smallest_quick_case_runs():
-    case = bench.plan(quick=True, steps=bench.STEPS, dt=bench.DT)[0]
-    assert case["ranks"] == 1 and case["h_factor"] == min(bench.QUICK_FACTORS)
-    result = bench.run_case(case)
-    for key in bench.RESULT_KEYS:
+def test_smallest_quick_case_runs(tmp_path):
+    # Mesh cache (and any other scratch) in tmp_path: the test writes nothing into the repository.
+    case = cases.plan(quick=True, steps=cases.STEPS, dt=cases.DT, scratch=tmp_path)[0]
+    assert case["ranks"] == 1 and case["h_factor"] == min(cases.QUICK_FACTORS)
+    assert case["mesh_cache"].startswith(str(tmp_path))
+    result = measure.run_case(case)
+    for key in measure.RESULT_KEYS:
         assert key in result, key
     assert result["dofs"] > 0
     assert result["poisson"]["dofs"] > 0
     assert result["steps_done"] == case["steps"]
+    # The timed SNES callbacks were called (the instrumentation is wired to the solver).
+    assert result["residual_calls_per_step"] > 0 and result["jacobian_calls_per_step"] > 0
+    assert result["return_map_s"] is not None
+
+    info = {"cpu": "test", "cores": 1, "cores_usable": 1, "mem_mb": None, "loadavg": [0.0] * 3,
+            "loadavg_end": [0.0] * 3, "total_s": 1.0, "date": "-", "commit": "-"}
+    md, csv = report.write_reports(tmp_path, [result], info, quick=True, steps=case["steps"], dt=case["dt"],
+                                   scratch=tmp_path)
+    assert result["id"] in md.read_text() and result["id"] in csv.read_text()
+
+
+def test_variants_are_a_preset_plus_petsc_options():
+    """Variants only add PETSc options: the field split stays the preset's, set by CoupledSolver
+    from nzsp_fem.solver.presets.field_splits (the benchmark builds none of its own)."""
+    for name, v in cases.VARIANTS.items():
+        cfg = cases.case_config({"preset": "direct", "h_factor": 1.0, "variant": name})
+        assert cfg.solver.preset == v["preset"]
+        for key, value in v["options"].items():
+            assert cfg.solver.petsc_options[key] == value

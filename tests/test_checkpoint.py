@@ -20,11 +20,11 @@ import ufl
 from dolfinx import fem, mesh
 from mpi4py import MPI
 
-from nzsp_fem import checkpoint as ckpt
-from nzsp_fem.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints,
+from nzsp_fem.io import checkpoint as ckpt
+from nzsp_fem.io.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints,
                                  read_checkpoint, write_checkpoint)
-from nzsp_fem.plasticity import PlasticState
-from nzsp_fem.probes import ProbeEvaluator
+from nzsp_fem.physics.plasticity import PlasticState
+from nzsp_fem.io.probes import ProbeEvaluator
 
 COMM = MPI.COMM_WORLD
 HERE = Path(__file__).resolve()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from nzsp_fem.config import load_config
-from nzsp_fem.units import to_si
+from nzsp_fem.config.units import to_si
 
 pytestmark = pytest.mark.serial
 

@@ -12,8 +12,8 @@ from dolfinx import fem
 from dolfinx import mesh as dmesh
 from mpi4py import MPI
 
-from nzsp_fem import figures
-from nzsp_fem.figures import (
+from nzsp_fem.io import figures
+from nzsp_fem.io.figures import (
     Panel,
     gather_cell_field,
     gather_grid,

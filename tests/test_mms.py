@@ -29,7 +29,7 @@ Boundary conditions and norms
     is collective and runs serially and under ``mpirun -n 2``.
 
 The last test (a 1D-like strip) checks the equilibrium interface of the Allen-Cahn equation
-against the analytic tanh profile and the width ``Config.interface_width()``.
+against the analytic tanh profile and the width ``physics.parameters.interface_width``.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ from dolfinx import fem
 from dolfinx import mesh as dmesh
 from mpi4py import MPI
 
-from nzsp_fem import forms
+from nzsp_fem.physics import forms
 from nzsp_fem.config import Config
-from nzsp_fem.materials import PhaseValues, mix
-from nzsp_fem.nonlinear import SNESProblem
+from nzsp_fem.physics.materials import PhaseValues, mix
+from nzsp_fem.physics.parameters import interface_width
+from nzsp_fem.solver.snes import SNESProblem
 
 COMM = MPI.COMM_WORLD
 SIZES = (8, 16, 32, 64)
@@ -445,14 +446,14 @@ def test_allen_cahn_equilibrium_width():
     """The flat equilibrium interface of Allen-Cahn has the analytic width of Config.
 
     Without reaction and mechanics, the 1D equilibrium of MODEL.md eq. 1 is
-    g'(eta) = kappa0 eta'' with g = W eta^2 (1 - eta)^2 (materials.double_well is g/W).
+    g'(eta) = kappa0 eta'' with g = W eta^2 (1 - eta)^2 .
     Multiplying by eta' and integrating from the bulk (eta = 1, eta' = 0) gives
     kappa0 eta'^2 / 2 = g(eta), i.e. eta' = -sqrt(2 W / kappa0) eta (1 - eta), solved by
 
         eta(x) = 1 / (1 + exp(sqrt(2 W / kappa0) (x - x0))) = 0.5 (1 - tanh((x - x0) / w)),
         w = 2 / sqrt(2 W / kappa0) = sqrt(2 kappa0 / W).
 
-    This w is what config.Config.interface_width() returns ("the length of the tanh
+    This w is what physics.parameters.interface_width returns ("the length of the tanh
     profile"), the length the initial nuclei use (0.5 (1 - tanh((r - R)/w))), and with
     MODEL.md's kappa0 = 1.8e-10 J/m and W = 3.6e6 J/m^3 it is 10 nm. The argument is x/w,
     with no extra sqrt(2), for this double well; eta falls from 0.88 to 0.12 over 2 w.
@@ -468,7 +469,7 @@ def test_allen_cahn_equilibrium_width():
 
     cfg = Config()
     pf = cfg.phase_field
-    width_si = cfg.interface_width()
+    width_si = interface_width(cfg)
     assert math.isclose(width_si, math.sqrt(2 * pf.gradient_coefficient / pf.barrier_height))
     l0 = 20.0 * width_si
     gradient = pf.gradient_coefficient / (pf.barrier_height * l0**2)

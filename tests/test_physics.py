@@ -45,12 +45,12 @@ import pytest
 from dolfinx import fem
 from mpi4py import MPI
 
-from nzsp_fem import forms
-from nzsp_fem.config import FARADAY, Config, parse_config
-from nzsp_fem.mesh import LEFT, RIGHT, build_polycrystal
-from nzsp_fem.problem import ETA, PHI, CoupledProblem
-from nzsp_fem.run import polycrystal_spec
-from nzsp_fem.timestepping import StepController
+from nzsp_fem.config import Config, parse_config
+from nzsp_fem.mesh import LEFT, RIGHT, build_polycrystal, spec_from_config
+from nzsp_fem.physics import forms
+from nzsp_fem.physics.parameters import FARADAY, time_scale
+from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
+from nzsp_fem.solver import CoupledSolver, StepController
 
 COMM = MPI.COMM_WORLD
 REPO = Path(__file__).resolve().parents[1]
@@ -87,11 +87,32 @@ def _polycrystal(spec):
     return build_polycrystal(spec, COMM, cache_dir=MESH_CACHE)
 
 
-def make_problem(cfg: Config) -> CoupledProblem:
+class Sim:
+    """A problem with its solver and diagnostics, as the run loop holds them; attributes
+    not defined here are the problem's."""
+
+    def __init__(self, cfg: Config):
+        self.problem = CoupledProblem(cfg, _polycrystal(spec_from_config(cfg)))
+        self.solver = CoupledSolver(self.problem)
+        self.evaluator = DiagnosticsEvaluator(self.problem)
+        self.solver.initialize()
+
+    def __getattr__(self, name):
+        return getattr(self.problem, name)
+
+    def try_step(self, t, dt):
+        return self.solver.try_step(t, dt)
+
+    def diagnostics(self):
+        return self.evaluator()
+
+    def electrode_current(self):
+        return self.evaluator.electrode_current()
+
+
+def make_problem(cfg: Config) -> Sim:
     """A fresh, initialised problem; the mesh (same spec for all tests) is built once."""
-    pb = CoupledProblem(cfg, _polycrystal(polycrystal_spec(cfg)))
-    pb.initialize()
-    return pb
+    return Sim(cfg)
 
 
 def rprint(*args):
@@ -103,22 +124,22 @@ def gmax_abs(a: np.ndarray) -> float:
     return COMM.allreduce(float(np.max(np.abs(a), initial=0.0)), op=MPI.MAX)
 
 
-def scalar_nodes(pb: CoupledProblem) -> int:
-    return pb.subspaces[ETA][0].dofmap.index_map.size_global
+def scalar_nodes(pb: Sim) -> int:
+    return pb.subspaces["eta"][0].dofmap.index_map.size_global
 
 
-def boundary_current(pb: CoupledProblem, tag: int, with_source: bool = True) -> float:
+def boundary_current(pb: Sim, tag: int, with_source: bool = True) -> float:
     """Current (A per m of depth) leaving the domain through boundary ``tag``.
 
     Built as problem.electrode_current() builds it for LEFT: the charge residual tested with
     the indicator chi of the boundary's nodes, i.e. the variationally consistent boundary
     flux. ``with_source=False`` drops the deposition term (pure conduction flux).
     """
-    V = pb.subspaces[PHI][0]
+    V = pb.subspaces["phi"][0]
     chi = fem.Function(V)
-    chi.x.array[fem.locate_dofs_topological(V, pb.dim - 1, pb._facets(tag))] = 1.0
+    chi.x.array[fem.locate_dofs_topological(V, pb.dim - 1, pb.facets(tag))] = 1.0
     chi.x.scatter_forward()
-    _, _, _, phi, _ = pb.fields(pb.w)
+    phi = pb.fields(pb.w).phi
     source = pb.deposition_rate(chi) if with_source else 0.0
     form = fem.form(forms.charge_residual(phi, pb.sigma_el, chi, source, pb.charge_source, pb.dx))
     value = COMM.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
@@ -126,12 +147,12 @@ def boundary_current(pb: CoupledProblem, tag: int, with_source: bool = True) -> 
     return -value * sc.current_density * sc.length ** (pb.dim - 1)
 
 
-def left_potential(pb: CoupledProblem) -> tuple[float, float]:
+def left_potential(pb: Sim) -> tuple[float, float]:
     """(min, max) of phi on the left electrode, V."""
-    V = pb.subspaces[PHI][0]
-    dofs = fem.locate_dofs_topological(V, pb.dim - 1, pb._facets(LEFT))
+    V = pb.subspaces["phi"][0]
+    dofs = fem.locate_dofs_topological(V, pb.dim - 1, pb.facets(LEFT))
     n_owned = V.dofmap.index_map.size_local
-    vals = pb.sub_function(PHI).x.array[dofs[dofs < n_owned]] * pb.scaling.potential
+    vals = pb.sub_values("phi")[dofs[dofs < n_owned]] * pb.scaling.potential
     lo = COMM.allreduce(float(vals.min()) if vals.size else math.inf, op=MPI.MIN)
     hi = COMM.allreduce(float(vals.max()) if vals.size else -math.inf, op=MPI.MAX)
     return lo, hi
@@ -149,7 +170,7 @@ class Record:
     n_nodes: int = 0
 
 
-def run_fixed(pb: CoupledProblem, dts, t0: float = 0.0) -> Record:
+def run_fixed(pb: Sim, dts, t0: float = 0.0) -> Record:
     rec = Record(initial=pb.diagnostics(), n_nodes=scalar_nodes(pb))
     t = t0
     for dt in dts:
@@ -198,7 +219,7 @@ def test_sodium_conserved_without_reservoir(mechanics):
     rec = growth_run(mechanics, reservoir=False)
     cfg = make_config()
     sr = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
-    t0 = cfg.time_scale()
+    t0 = time_scale(cfg)
     n0 = rec.initial.total_sodium_mol
     bound = 0.0
     rprint(f"\n[conservation, mechanics={mechanics}] N0 = {n0:.15e} mol/m, int eta0 = {rec.initial.integral_eta:.8f}")
@@ -230,7 +251,7 @@ def test_homogeneous_strip_current_matches_ohm():
     cfg = make_config({"materials": {"grain_boundary": {"E": "50 GPa", "conductivity": sigma}},
                        "phase_field": {"reaction_rate": 0.0}})
     pb = make_problem(cfg)
-    pb.set_sub(ETA, 0.0)
+    pb.set_sub("eta", 0.0)
     pb.commit()  # eta = 0 also in the old state (no plastic state: mechanics off)
     rec = run_fixed(pb, [DT, DT])
     expected = sigma * abs(PHI_APP) / WIDTH * HEIGHT
@@ -342,22 +363,24 @@ import json, sys
 from mpi4py import MPI
 from nzsp_fem.config import parse_config
 from nzsp_fem.mesh import build_polycrystal
-from nzsp_fem.problem import CoupledProblem
-from nzsp_fem.run import polycrystal_spec
+from nzsp_fem.mesh import spec_from_config
+from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
+from nzsp_fem.solver import CoupledSolver
 
 cfg = parse_config(json.loads(open(sys.argv[1]).read()))
 dts = json.loads(sys.argv[3])
 comm = MPI.COMM_WORLD
-pb = CoupledProblem(cfg, build_polycrystal(polycrystal_spec(cfg), comm, cache_dir=cfg.mesh.cache_dir))
-pb.initialize()
+pb = CoupledProblem(cfg, build_polycrystal(spec_from_config(cfg), comm, cache_dir=cfg.mesh.cache_dir))
+solver, diagnostics = CoupledSolver(pb), DiagnosticsEvaluator(pb)
+solver.initialize()
 t, rows = 0.0, []
 for dt in dts:
-    r = pb.try_step(t, dt)
+    r = solver.try_step(t, dt)
     if not r.converged:
         raise SystemExit(f"step t={t} dt={dt} failed: {r.reason_name}")
     pb.commit()
     t += dt
-    rows.append(dict(vars(pb.diagnostics()), newton_iterations=r.newton_iterations,
+    rows.append(dict(vars(diagnostics()), newton_iterations=r.newton_iterations,
                      residual_norm=r.residual_norm))
 if comm.rank == 0:
     with open(sys.argv[2], "w") as f:
@@ -418,11 +441,11 @@ def test_one_and_two_ranks_agree(tmp_path):
 # 5. Failed step, rollback, retry
 # -----------------------------------------------------------------------------------------
 
-def _snapshot(pb: CoupledProblem):
+def _snapshot(pb: Sim):
     return pb.w.x.array.copy(), pb.plastic.eps_p.x.array.copy(), pb.plastic.p.x.array.copy()
 
 
-def _restore(pb: CoupledProblem, snap) -> None:
+def _restore(pb: Sim, snap) -> None:
     w, eps_p, p = snap
     pb.w.x.array[:] = w
     pb.w_old.x.array[:] = w  # local arrays include ghosts: no scatter needed

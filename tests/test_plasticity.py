@@ -1,4 +1,4 @@
-"""J2 plasticity (nzsp_fem.plasticity) against closed forms; serial and under mpirun."""
+"""J2 plasticity (nzsp_fem.physics.plasticity) against closed forms; serial and under mpirun."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import ufl
 from dolfinx import fem, mesh
 from mpi4py import MPI
 
-from nzsp_fem.nonlinear import SNESProblem
-from nzsp_fem.plasticity import (PlasticState, elastic_stress, lame, project_cellwise_average,
-                                 radial_return, strain3)
+from nzsp_fem.solver.snes import SNESProblem
+from nzsp_fem.physics.elasticity import elastic_stress, lame, strain3
+from nzsp_fem.physics.plasticity import PlasticState, project_cellwise_average, radial_return
 
 COMM = MPI.COMM_WORLD
 E, NU = 1.0, 0.3
@@ -236,7 +236,7 @@ def test_cylinder_limit_pressure_displacement_control():
     # concentrate the increment in the first layer of cells and make it (spuriously)
     # plastic, from which perfectly plastic Newton diverges. The first step is small
     # enough for that layer to stay elastic.
-    U_prev, u_prev = 0.0, np.zeros_like(cyl.u.x.array)
+    U_old, U_prev, u_prev = 0.0, 0.0, np.zeros_like(cyl.u.x.array)
     for U in (0.1, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0):
         u_now = cyl.u.x.array.copy()
         if U_prev > 0.0:

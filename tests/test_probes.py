@@ -7,7 +7,7 @@ import pytest
 from dolfinx import fem, mesh
 from mpi4py import MPI
 
-from nzsp_fem.probes import ProbeEvaluator
+from nzsp_fem.io.probes import ProbeEvaluator
 
 COMM = MPI.COMM_WORLD
 N = 8  # cells per side; the DG0 test fields are constant on blocks of 2x2 squares

@@ -86,7 +86,7 @@ def test_outputs_open_in_vtk_and_adios2(study_dir):
     assert eta.max() > 0.9 and eta.min() < 0.1
     assert np.all(np.isfinite(grid.point_data["phi_V"]))
 
-    from nzsp_fem import checkpoint  # noqa: F401  (selects adios2's MPI bindings first)
+    from nzsp_fem.io import checkpoint  # noqa: F401  (selects adios2's MPI bindings first)
     import adios2
 
     with adios2.FileReader(str(study_dir / first_case / "fields" / "nodal.bp")) as reader:

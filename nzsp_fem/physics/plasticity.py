@@ -21,46 +21,15 @@ from dataclasses import dataclass, field
 import basix.ufl
 import numpy as np
 import ufl
-from dolfinx import fem, la
+from dolfinx import fem
+
+from .cell_average import CellAverage
+from .elasticity import deviator, elastic_stress
 
 # The von Mises norm is sqrt(3/2 s:s + tiny^2) with tiny = _TINY_REL * mu: its derivative
 # s / q is then finite at s = 0 (a stress-free start would otherwise give 0/0 = NaN in the
 # tangent), while q is changed by far less than any meaningful yield stress.
 _TINY_REL = 1.0e-12
-
-
-def strain3(u) -> ufl.core.expr.Expr:
-    """3x3 small strain of a 2D (plane strain) or 3D displacement."""
-    gdim = u.ufl_shape[0]
-    e = ufl.sym(ufl.grad(u))
-    if gdim == 3:
-        return e
-    if gdim != 2:
-        raise ValueError(f"strain3 needs a 2D or 3D vector, got shape {u.ufl_shape}")
-    return ufl.as_tensor([[e[0, 0], e[0, 1], 0.0],
-                          [e[1, 0], e[1, 1], 0.0],
-                          [0.0, 0.0, 0.0]])
-
-
-def lame(E, nu):
-    """(lam, mu) from Young's modulus and Poisson's ratio."""
-    lam = E * nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
-    mu = E / (2.0 * (1.0 + nu))
-    return lam, mu
-
-
-def elastic_stress(eps_e3, lam, mu):
-    return lam * ufl.tr(eps_e3) * ufl.Identity(3) + 2.0 * mu * eps_e3
-
-
-def deviator(t3):
-    return t3 - ufl.tr(t3) / 3.0 * ufl.Identity(3)
-
-
-def von_mises(sigma3):
-    """sqrt(3/2 s:s). Not regularised: for output, not for forms that get differentiated."""
-    s = deviator(sigma3)
-    return ufl.sqrt(1.5 * ufl.inner(s, s))
 
 
 class PlasticState:
@@ -116,7 +85,6 @@ class ReturnMap:
     sigma: ufl.core.expr.Expr
     eps_p_new: ufl.core.expr.Expr
     p_new: ufl.core.expr.Expr
-    dp: ufl.core.expr.Expr
     eps_e: ufl.core.expr.Expr
     _expressions: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -142,30 +110,10 @@ def radial_return(eps_total3, eps_eig3, state: PlasticState, lam, mu, sigma_y,
         sigma=sigma_trial - 2.0 * mu * dp * flow,
         eps_p_new=state.eps_p + dp * flow,
         p_new=state.p + dp,
-        dp=dp,
         eps_e=eps_e_trial - dp * flow,
     )
 
 
 def project_cellwise_average(expr, state: PlasticState, V_dg0) -> fem.Function:
-    """Quadrature-weighted cell average of a scalar or tensor ``expr`` into DG0.
-
-    Interpolating quadrature functions into DG spaces is avoided on purpose: basix 0.9
-    checks only the shape of the interpolation points, so it can mis-map silently. The
-    DG0 mass matrix is diagonal, so the L2 projection is two vector assemblies and a
-    division.
-    """
-    v = ufl.TestFunction(V_dg0)
-    shape = v.ufl_shape
-    ones = ufl.as_ufl(1.0) if len(shape) == 0 else ufl.as_tensor(np.ones(shape).tolist())
-    dx = state.dx
-    b = fem.assemble_vector(fem.form(ufl.inner(expr, v) * dx))
-    m = fem.assemble_vector(fem.form(ufl.inner(ones, v) * dx))
-    b.scatter_reverse(la.InsertMode.add)
-    m.scatter_reverse(la.InsertMode.add)
-    out = fem.Function(V_dg0)
-    n = V_dg0.dofmap.index_map.size_local * V_dg0.dofmap.index_map_bs
-    out.x.array[:n] = b.array[:n] / m.array[:n]
-    out.x.scatter_forward()
-    return out
-
+    """Cell average of ``expr`` into DG0 with the quadrature of ``state`` (one-off)."""
+    return CellAverage(expr, V_dg0, state.dx)()

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import ufl
 from dolfinx import fem
 from dolfinx.fem import petsc as fem_petsc
 from petsc4py import PETSc
-
-# Solvers set options that some runs never reach (MUMPS controls when nothing is
-# factorised); PETSc's end-of-run "unused option" report would only be noise.
-PETSc.Options()["options_left"] = "false"
-
-# SNES VI treats bounds beyond this magnitude as infinite.
-SNES_VI_INFINITY = 1.0e20
 
 
 @dataclass
@@ -64,6 +56,9 @@ class SNESProblem:
         self.A = fem_petsc.create_matrix(self.J_form)
         self.x = u.x.petsc_vec.duplicate()
         comm = u.function_space.mesh.comm
+        # Solvers set options that some runs never reach (MUMPS controls when nothing is
+        # factorised); PETSc's end-of-run "unused option" report would only be noise.
+        PETSc.Options()["options_left"] = "false"
         SNESProblem._count += 1
         self.prefix = prefix or f"nzsp{SNESProblem._count}_"
         self.snes = PETSc.SNES().create(comm)
@@ -74,7 +69,6 @@ class SNESProblem:
         self.snes.setFromOptions()
         self.snes.getKSP().setFromOptions()
         self.snes.setConvergenceHistory(length=1000, reset=True)
-        self._residual_calls = 0
 
     def set_options(self, options: dict) -> None:
         opts = PETSc.Options()
@@ -101,18 +95,21 @@ class SNESProblem:
         fem_petsc.apply_lifting(b, [self.J_form], bcs=[self.bcs], x0=[x], alpha=-1.0)
         b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         fem_petsc.set_bc(b, self.bcs, x, -1.0)
-        self._residual_calls += 1
 
     def _jacobian(self, snes, x, A, P):
         A.zeroEntries()
         fem_petsc.assemble_matrix(A, self.J_form, bcs=self.bcs)
         A.assemble()
 
-    def residual_norm(self) -> float:
-        """||F(u)|| at the current state of ``u``."""
-        self.u.x.petsc_vec.copy(self.x)
-        self._residual(self.snes, self.x, self.b)
-        return self.b.norm()
+    def assemble_residual(self, x: PETSc.Vec) -> PETSc.Vec:
+        """F(x) into the solver's residual vector (as SNES sees it; for profiling)."""
+        self._residual(self.snes, x, self.b)
+        return self.b
+
+    def assemble_jacobian(self, x: PETSc.Vec) -> PETSc.Mat:
+        """J(x) into the solver's matrix (the state must already hold x; for profiling)."""
+        self._jacobian(self.snes, x, self.A, self.A)
+        return self.A
 
     def solve(self) -> SolveReport:
         """Solve from the current ``u``; on failure ``u`` holds the last iterate."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import FARADAY, Config
+from ..config import Config
 from .materials import PhaseValues
+from .parameters import FARADAY, diffusivity, thermal_voltage, time_scale
 
 
 @dataclass
@@ -20,12 +21,11 @@ class Scaling:
     def __post_init__(self):
         cfg = self.cfg
         self.length = cfg.scales.length
-        self.time = cfg.time_scale()
-        self.potential = cfg.thermal_voltage()
+        self.time = time_scale(cfg)
+        self.potential = thermal_voltage(cfg)
         self.stress = cfg.materials.grain.E
         self.energy_density = cfg.phase_field.barrier_height
         self.conductivity = cfg.materials.grain.conductivity
-        self.concentration = cfg.electrochemistry.c0
         # current density scale: sigma_SE (RT/F) / l0
         self.current_density = self.conductivity * self.potential / self.length
 
@@ -48,8 +48,9 @@ class Scaling:
 
     def diffusivity(self) -> PhaseValues:
         f = self.time / self.length**2
-        return PhaseValues(self.cfg.diffusivity("metal") * f, self.cfg.diffusivity("grain") * f,
-                           self.cfg.diffusivity("grain_boundary") * f)
+        cfg = self.cfg
+        return PhaseValues(diffusivity(cfg, "metal") * f, diffusivity(cfg, "grain") * f,
+                           diffusivity(cfg, "grain_boundary") * f)
 
     def metal_conductivity(self) -> float:
         """sigma_metal as the solver uses it (SI): capped at contrast_cap x the best electrolyte.

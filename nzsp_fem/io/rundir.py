@@ -13,18 +13,15 @@ import time
 from pathlib import Path
 
 import yaml
-from mpi4py import MPI
+
+from ..problem import Diagnostics
 
 
 class OutputError(Exception):
     """A problem with the output directory, reported to the user on one line."""
 
 
-TIMESERIES_COLUMNS = [
-    "t", "dt", "newton_iterations", "linear_iterations", "metal_fraction", "penetration_depth_m",
-    "electrode_current_A", "max_current_density_A_m2", "max_von_mises_Pa", "max_plastic_strain",
-    "phi_gb_min_V", "phi_gb_max_V", "eta_min", "eta_max", "c_min", "c_max", "total_sodium_mol",
-]
+TIMESERIES_COLUMNS = ["t", "dt", "newton_iterations", "linear_iterations"] + Diagnostics.names("series")
 
 
 def prepare_directory(path: Path, comm, overwrite: bool, restart: bool) -> None:
@@ -148,4 +145,4 @@ class FieldWriter:
 
 
 __all__ = ["OutputError", "prepare_directory", "RunLog", "CsvTable", "write_json", "write_yaml",
-           "FieldWriter", "TIMESERIES_COLUMNS", "MPI"]
+           "FieldWriter", "TIMESERIES_COLUMNS"]

@@ -1,4 +1,4 @@
-"""Weak forms in scaled units, one function per equation of shared/MODEL.md.
+"""Weak forms in scaled units, one function per equation of docs/model.md.
 
 Every function takes UFL expressions (unknowns or given fields), so the coupled solver,
 the MMS tests and the start-up solves share the same physics. Residuals are written as
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import ufl
 
+from .elasticity import strain3
 from .materials import dh, double_well_slope, h
 
 
@@ -83,7 +84,7 @@ def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx
     This weak rate is the deposition sink of the c and phi equations. At convergence it
     equals int((eta - eta_n)/dt v) for every P1 test function, so Na and charge balance
     hold exactly, but it carries no 1/dt: with (eta - eta_n)/dt in the sink, a small
-    Newton update of eta became a huge current and Newton diverged (MODEL.md probe).
+    Newton update of eta became a huge current and Newton diverged (docs/model.md).
     Keeping the gradient term matters: without it, the balance of g'(eta) against
     kappa lap(eta) inside a resting interface leaves a spurious source/sink dipole.
     """
@@ -156,17 +157,9 @@ def galvanostatic_term(current_density, v, ds_electrode):
 
 # 6. Mechanical equilibrium -------------------------------------------------------------------
 
-def strain2or3(v, dim):
-    """Small strain of a test/trial displacement, as 3x3 (plane strain in 2D)."""
-    e = ufl.sym(ufl.grad(v))
-    if dim == 3:
-        return e
-    return ufl.as_tensor([[e[0, 0], e[0, 1], 0], [e[1, 0], e[1, 1], 0], [0, 0, 0]])
-
-
-def equilibrium_residual(sigma3, v, dim, dx):
+def equilibrium_residual(sigma3, v, dx):
     """div sigma = 0, tested with v (sigma is 3x3)."""
-    return ufl.inner(sigma3, strain2or3(v, dim)) * dx
+    return ufl.inner(sigma3, strain3(v)) * dx
 
 
 def traction_term(pressure, v, normal, ds_boundary):

@@ -566,3 +566,18 @@ def read_checkpoint(path, mesh, functions: Mapping[str, fem.Function], comm=None
         u.x.scatter_forward()
         c += w
     return manifest["metadata"]
+
+
+def run_state_functions(problem) -> dict[str, fem.Function]:
+    """Everything a restart needs besides t/dt/step: the state and the plastic history."""
+    funcs = {"state": problem.w}
+    if problem.plastic is not None:
+        funcs["plastic_strain_tensor"] = problem.plastic.eps_p
+        funcs["equivalent_plastic_strain"] = problem.plastic.p
+    return funcs
+
+
+def field_layout(problem) -> list[list]:
+    """The unknowns of the state as [name, shape, degree, logarithmic], from the field table:
+    a restart refuses a checkpoint whose mixed space has another layout."""
+    return [[f.name, list(f.shape), f.degree, f.logarithmic] for f in problem.table]

@@ -33,6 +33,8 @@ import numpy as np
 from dolfinx import fem, geometry
 from mpi4py import MPI
 
+from .rundir import CsvTable
+
 __all__ = ["ProbeEvaluator"]
 
 _INT_MAX = np.iinfo(np.int64).max
@@ -207,3 +209,39 @@ class ProbeEvaluator:
             result[k] = self._shape(functions[k], out[:, start:start + w], k in magnitude)
             start += w
         return result
+
+
+class ProbeSeries:
+    """|i| and phi at the configured points, one CSV row per accepted step (rank 0 writes)."""
+
+    QUANTITIES = (("current_density_magnitude", "current_density", True), ("phi_V", "phi_V", False))
+
+    def __init__(self, probes, fields, length_scale: float, path, append: bool, keep_until: float | None):
+        self.names = [p.name for p in probes]
+        self.fields = fields
+        self.evaluator = None
+        self.table = None
+        if self.names:
+            points = np.array([p.position for p in probes]) / length_scale
+            self.evaluator = ProbeEvaluator(fields.problem.mesh, points)
+            columns = ["t"] + [f"{n}_{q}" for n in self.names for q, _, _ in self.QUANTITIES]
+            self.table = CsvTable(path, columns, fields.problem.comm, append=append, keep_until=keep_until)
+
+    def record(self, t: float) -> None:
+        if self.evaluator is None:
+            return
+        self.fields.update()
+        sources = {**self.fields.point_data, **self.fields.cells}
+        functions = {column: sources[source] for column, source, _ in self.QUANTITIES}
+        values = self.evaluator.evaluate_all(
+            functions, magnitude=tuple(column for column, _, magnitude in self.QUANTITIES if magnitude))
+        if values is not None:
+            row = {"t": t}
+            for k, name in enumerate(self.names):
+                for column, _, _ in self.QUANTITIES:
+                    row[f"{name}_{column}"] = float(values[column][k])
+            self.table.row(row)
+
+    def close(self) -> None:
+        if self.table:
+            self.table.close()

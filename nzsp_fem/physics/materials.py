@@ -8,18 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import ufl
 
 MIXING_RULES = ("paper", "metal-first")
 
 
 def clamp01(x):
     """x limited to [0, 1] (UFL, numpy or float)."""
-    try:
-        import ufl
-        if isinstance(x, ufl.core.expr.Expr):
-            return ufl.max_value(0.0, ufl.min_value(1.0, x))
-    except ImportError:  # pragma: no cover - ufl is always there in the runtime
-        pass
+    if isinstance(x, ufl.core.expr.Expr):
+        return ufl.max_value(0.0, ufl.min_value(1.0, x))
     return np.clip(x, 0.0, 1.0)
 
 
@@ -40,11 +37,6 @@ def dh(x):
     return 30 * x**2 * (1 - x) ** 2
 
 
-def double_well(x):
-    """g(x)/W = x^2 (1-x)^2."""
-    return x**2 * (1 - x) ** 2
-
-
 def double_well_slope(x):
     """g'(x)/W = 2 x (1-x)(1-2x)."""
     return 2 * x * (1 - x) * (1 - 2 * x)
@@ -59,7 +51,7 @@ class PhaseValues:
 
 
 def mix(values: PhaseValues, eta, beta, rule: str = "paper"):
-    """P(eta, beta) after MODEL.md eqs. 21-24.
+    """P(eta, beta) after docs/model.md (the paper's eqs. 21-24).
 
     "paper":       h(beta) P_GB + (1-h(beta)) [h(eta) P_DE + (1-h(eta)) P_SE]
                    (a GB filled with metal keeps GB properties);

@@ -1,19 +1,15 @@
-"""The run configuration: YAML -> validated pydantic models with SI floats.
+"""The run configuration as validated pydantic models holding SI floats.
 
-Defaults are the parameters of shared/MODEL.md (Table 1 of Gao et al. 2024 plus our
-documented choices, see docs/model.md).
+Defaults are the parameters of docs/model.md (Table 1 of Gao et al. 2024 plus our
+documented choices). Quantities derived from them (thermal voltage, Nernst-Einstein D,
+default hardening, interface width) are physics: nzsp_fem.physics.parameters.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .units import (
     Angle,
@@ -31,14 +27,7 @@ from .units import (
     Rate,
     Temperature,
     Time,
-    to_si,
 )
-
-FARADAY = 96485.33212  # C/mol
-GAS_CONSTANT = 8.314462618  # J/(mol K)
-
-
-_SUBPATH = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
 
 
 class ConfigError(Exception):
@@ -122,7 +111,7 @@ class Materials(Strict):
             if needs_d and (phase.diffusivity is None or phase.diffusivity <= 0):
                 raise ValueError(f"{name}.diffusivity: expected a positive diffusivity")
         if self.grain_boundary.yield_stress is not None:
-            raise ValueError("grain_boundary.yield_stress: yield depends on eta only (MODEL.md); remove it")
+            raise ValueError("grain_boundary.yield_stress: yield depends on eta only (docs/model.md); remove it")
         return self
 
 
@@ -274,162 +263,6 @@ class Config(Strict):
             check_parameter_path(self, self.study.parameter)
         return self
 
-    # Derived quantities -------------------------------------------------------------
-    def thermal_voltage(self) -> float:
-        return GAS_CONSTANT * self.electrochemistry.temperature / FARADAY
-
-    def interface_width(self) -> float:
-        """sqrt(2 kappa0 / W): the length of the tanh profile of the 1D equilibrium."""
-        pf = self.phase_field
-        return math.sqrt(2 * pf.gradient_coefficient / pf.barrier_height)
-
-    def diffusivity(self, phase: str) -> float:
-        """D of 'metal', 'grain' or 'grain_boundary', after the transport option."""
-        m = self.materials
-        ph = getattr(m, phase)
-        if m.transport == "nernst-einstein" and phase != "metal":
-            return nernst_einstein_diffusivity(ph.conductivity, self)
-        if ph.diffusivity is not None:
-            return ph.diffusivity
-        if phase == "grain_boundary":
-            return self.diffusivity("grain")
-        raise ConfigError(f"materials.{phase}.diffusivity: missing")
-
-    def hardening(self, phase: str) -> float:
-        ph = getattr(self.materials, phase)
-        return ph.hardening if ph.hardening is not None else ph.E / 100.0
-
-    def time_scale(self) -> float:
-        if self.scales.time is not None:
-            return self.scales.time
-        rate = self.phase_field.reaction_rate
-        return 1.0 / rate if rate > 0 else 1.0
-
-    def derived(self) -> dict[str, float]:
-        return {
-            "interface_width_m": self.interface_width(),
-            "thermal_voltage_V": self.thermal_voltage(),
-            "D_metal_m2_s": self.diffusivity("metal"),
-            "D_grain_m2_s": self.diffusivity("grain"),
-            "D_grain_boundary_m2_s": self.diffusivity("grain_boundary"),
-            "H_metal_Pa": self.hardening("metal"),
-            "H_grain_Pa": self.hardening("grain"),
-            "time_scale_s": self.time_scale(),
-            "nernst_einstein_D_grain_m2_s": nernst_einstein_diffusivity(self.materials.grain.conductivity, self),
-        }
-
-
-def nernst_einstein_diffusivity(conductivity: float, cfg: Config) -> float:
-    """D = sigma R T / (n^2 F^2 c0) for a single mobile ion species."""
-    n = cfg.phase_field.electrons
-    return conductivity * GAS_CONSTANT * cfg.electrochemistry.temperature / (
-        n * n * FARADAY**2 * cfg.electrochemistry.c0)
-
-
-# Loading ---------------------------------------------------------------------------------
-
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    if (first["type"] not in ("extra_forbidden", "missing") and "got" not in msg
-            and not isinstance(first.get("input"), (dict, list))):
-        msg = f"{msg}, got {first['input']!r}"
-    # Model validators name their own sub-path ("grain.yield_stress: ..."): join it on.
-    if path and _SUBPATH.match(msg):
-        return f"{path}.{msg}"
-    return f"{path}: {msg}" if path else msg
-
-def _merged(defaults: Any, given: Any) -> Any:
-    """Sections given by the user are laid over the defaults; values and lists replace."""
-    if isinstance(defaults, dict) and isinstance(given, dict):
-        out = dict(defaults)
-        for key, value in given.items():
-            out[key] = _merged(defaults.get(key), value) if key in defaults else value
-        return out
-    return given
-
-
-def parse_config(data: dict) -> Config:
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of sections at the top level")
-    try:
-        return Config.model_validate(_merged(Config().model_dump(), data))
-    except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key.path=value")
-    key, value = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"--set {text!r}: empty key")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip().split("."), parsed
-
-
-def apply_override(data: dict, path: list[str], value: Any) -> None:
-    node = data
-    for i, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = {}
-            node[part] = child
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(path[:i + 1])}: is not a section, cannot set {'.'.join(path)}")
-        node = child
-    node[path[-1]] = value
-
-
-def _read_yaml(path: Path, chain: tuple = ()) -> dict:
-    """A config file as a dict; ``extends: other.yaml`` (relative to it) is merged beneath."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML") from None
-    if data is None:
-        raise ConfigError(f"{path}: empty config file (write '{{}}' to run with all defaults)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    base = data.pop("extends", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"extends: expected a file name, got {base!r}")
-        base_path = (path.parent / base).resolve()
-        if base_path in chain:
-            raise ConfigError(f"extends: {base} includes itself")
-        data = _merged(_read_yaml(base_path, chain + (base_path,)), data)
-    return data
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    path = Path(path)
-    data = _read_yaml(path, (path.resolve(),))
-    data["name"] = data.get("name") or path.stem
-    for text in overrides:
-        key, value = parse_override(text)
-        apply_override(data, key, value)
-    return parse_config(data)
-
 
 def check_parameter_path(cfg: Config, dotted: str) -> None:
     node: Any = cfg
@@ -439,15 +272,3 @@ def check_parameter_path(cfg: Config, dotted: str) -> None:
         node = getattr(node, part)
     if isinstance(node, BaseModel):
         raise ValueError(f"study.parameter: {dotted!r} is a section, not a value")
-
-
-def with_value(cfg: Config, dotted: str, value: Any) -> Config:
-    """A copy of ``cfg`` with one key changed, revalidated (studies use it)."""
-    data = cfg.model_dump()
-    data["study"] = None
-    apply_override(data, dotted.split("."), copy.deepcopy(value))
-    return parse_config(data)
-
-
-__all__ = ["Config", "ConfigError", "load_config", "parse_config", "with_value", "to_si",
-           "FARADAY", "GAS_CONSTANT", "nernst_einstein_diffusivity"]

@@ -1,0 +1,73 @@
+"""The functions written for ParaView and drawn in figures, in SI units, derived from the
+field table (nodal outputs of each unknown) and the problem's cell-averaged fields."""
+
+from __future__ import annotations
+
+from dolfinx import fem
+
+from ..problem import CoupledProblem, DiagnosticsEvaluator
+from .figures import Panel, gather_grid
+
+
+class OutputFields:
+    """Output functions grouped by space (one VTX writer each).
+
+    VTX writers keep references to the functions they were opened with, so these are
+    created once and refilled before every write. The cell fields are the diagnostics'
+    own cell averages, which it refills in place.
+    """
+
+    def __init__(self, problem: CoupledProblem, diagnostics: DiagnosticsEvaluator):
+        self.problem, self.diagnostics = problem, diagnostics
+        self.nodal: list[tuple[str, str, float, fem.Function]] = []  # (field, output name, factor, function)
+        # By location, as figures.gather_grid takes them: P1 point data, DG0 cell data.
+        self.point_data: dict[str, fem.Function] = {}
+        self.groups: dict[str, list[fem.Function]] = {}
+        vector_outputs = []
+        for f in problem.table:
+            V = problem.collapsed_space(f.name)
+            for out_name, factor in f.outputs:
+                func = fem.Function(V, name=out_name)
+                self.nodal.append((f.name, out_name, factor, func))
+                if f.is_vector:
+                    vector_outputs.append(func)
+                else:
+                    self.point_data[out_name] = func
+        self.cells = diagnostics.cell_fields()
+        self.cell_data = dict(self.cells)
+        beta_on_cells = problem.beta.function_space.ufl_element().degree == 0
+        (self.cell_data if beta_on_cells else self.point_data)["beta"] = problem.beta
+        self.groups = {"nodal": list(self.point_data.values()),
+                       "cells": [f for k, f in self.cell_data.items() if k != "current_density"],
+                       "current_vector": [self.cells["current_density"]]}
+        if vector_outputs:
+            self.groups["displacement"] = vector_outputs
+
+    def update(self) -> dict[str, list]:
+        pb = self.problem
+        for name, _, factor, func in self.nodal:
+            values = pb.physical_values(name)
+            func.x.array[:] = values if factor == 1.0 else values * factor
+        self.diagnostics.cell_fields()  # refills self.cells
+        return self.groups
+
+
+def field_panels(grids=()) -> list[Panel]:
+    """The standard field rows, restricted to fields every given grid has (no mechanics ->
+    no stress rows)."""
+    panels = [Panel("eta", "η (-)", "viridis"), Panel("c_mol_m3", "c (mol/m³)", "cividis"),
+              Panel("phi_V", "φ (V)", "coolwarm"), Panel("current_density_magnitude", "|i| (A/m²)", "inferno"),
+              Panel("plastic_strain", "p (-)", "magma"), Panel("von_mises", "σ_vM (Pa)", "plasma")]
+    for grid in grids:
+        if grid is not None:
+            names = set(grid.point_data.keys()) | set(grid.cell_data.keys())
+            panels = [p for p in panels if p.field in names]
+    return panels
+
+
+def gather_state(fields: OutputFields):
+    """The current fields (SI) on one pyvista grid on rank 0 (None elsewhere). Collective."""
+    problem = fields.problem
+    fields.update()
+    tags = {"grain": problem.poly.cell_tags} if problem.poly.cell_tags is not None else None
+    return gather_grid(problem.mesh, fields.point_data, fields.cell_data, tags, length_scale=problem.scaling.length)

@@ -1,0 +1,10 @@
+"""Problem layer: what is solved. The field table, the coupled problem (mixed space, state,
+residual, boundary conditions, start-up problems) and the diagnostics of a state.
+Imports config, mesh and physics."""
+
+from .coupled import CoupledProblem
+from .diagnostics import Diagnostics, DiagnosticsEvaluator, metal_connects_electrodes
+from .fields import Field, field_table
+
+__all__ = ["CoupledProblem", "Diagnostics", "DiagnosticsEvaluator", "Field", "field_table",
+           "metal_connects_electrodes"]

@@ -1,0 +1,91 @@
+"""Boundary conditions, declared once and turned into DOLFINx objects for whichever space
+needs them (the mixed space of the coupled problem, or one field's space in the start-up
+solves).
+
+Right edge (x = Lx): reservoir, phi = 0 and c = 1 (unless electrochemistry.reservoir is
+off). Left edge (x = 0): the Na electrode, phi = phi_app (potentiostatic) or a current
+density (galvanostatic, a Neumann term). Mechanics: u_x = 0 on left and right, u_y = 0 at
+the bottom (u_z = 0 at the front in 3D), an optional stack pressure on the top edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import ufl
+from dolfinx import fem
+
+from ..config import Config
+from ..mesh import BOTTOM, FRONT, LEFT, RIGHT, TOP
+from ..physics import forms
+from ..physics.scaling import Scaling
+
+
+@dataclass(frozen=True)
+class Dirichlet:
+    """field (or one component of it) = value (scaled) on the facets with these tags."""
+    field: str
+    value: float
+    tags: tuple[int, ...]
+    component: int | None = None
+
+
+def dirichlet_conditions(cfg: Config, scaling: Scaling, dim: int) -> list[Dirichlet]:
+    ec = cfg.electrochemistry
+    out = [Dirichlet("phi", 0.0, (RIGHT,))]
+    if ec.reservoir:
+        out.append(Dirichlet("c", 0.0 if cfg.solver.log_concentration else 1.0, (RIGHT,)))
+    if ec.electrode.mode == "potentiostatic":
+        out.append(Dirichlet("phi", ec.electrode.potential / scaling.potential, (LEFT,)))
+    if cfg.mechanics.enabled:
+        out.append(Dirichlet("u", 0.0, (LEFT, RIGHT), component=0))
+        out.append(Dirichlet("u", 0.0, (BOTTOM,), component=1))
+        if dim == 3:
+            out.append(Dirichlet("u", 0.0, (FRONT,), component=2))
+    return out
+
+
+def build_dirichlet(conditions: list[Dirichlet], space_of, facet_tags, fdim: int) -> list:
+    """DOLFINx BCs for ``conditions`` restricted to the fields ``space_of`` knows.
+
+    ``space_of(name)`` gives the space a field lives in (a subspace of the mixed space, or
+    a collapsed one), or None to skip that field.
+    """
+    bcs = []
+    for cond in conditions:
+        space = space_of(cond.field)
+        if space is None:
+            continue
+        if cond.component is not None:
+            space = space.sub(cond.component)
+        facets = np.concatenate([facet_tags.find(t) for t in cond.tags])
+        if space.component():
+            # A subspace: its dofs are numbered in the parent space.
+            collapsed, _ = space.collapse()
+            dofs = fem.locate_dofs_topological((space, collapsed), fdim, facets)
+            value = fem.Function(collapsed)
+            value.x.array[:] = cond.value
+            bcs.append(fem.dirichletbc(value, dofs, space))
+        else:
+            dofs = fem.locate_dofs_topological(space, fdim, facets)
+            value = fem.Function(space)
+            value.x.array[:] = cond.value
+            bcs.append(fem.dirichletbc(value, dofs))
+    return bcs
+
+
+def electrode_current_term(cfg: Config, scaling: Scaling, v, ds):
+    """The galvanostatic electrode's Neumann term in the charge equation, or None."""
+    electrode = cfg.electrochemistry.electrode
+    if electrode.mode != "galvanostatic":
+        return None
+    return forms.galvanostatic_term(electrode.current_density / scaling.current_density, v, ds(LEFT))
+
+
+def stack_traction_term(cfg: Config, scaling: Scaling, v, mesh, ds):
+    """The stack pressure on the top edge as a weak term, or None without one."""
+    pressure = cfg.mechanics.stack_pressure
+    if pressure <= 0:
+        return None
+    return forms.traction_term(pressure / scaling.stress, v, ufl.FacetNormal(mesh), ds(TOP))

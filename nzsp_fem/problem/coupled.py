@@ -1,0 +1,258 @@
+"""The coupled eta / c / phi / u problem on a polycrystal, in scaled units: what is solved.
+
+The unknowns are those of the field table (problem/fields.py) in one mixed space
+(monolithic Newton). Plastic strain and equivalent plastic strain live at quadrature
+points and are committed only after a converged step. How the problem is solved (SNES,
+presets, start-up solves, time steps) is the solver layer's business.
+"""
+
+from __future__ import annotations
+
+import basix.ufl
+import numpy as np
+import ufl
+from dolfinx import fem
+from petsc4py import PETSc
+
+from ..config import Config
+from ..mesh import Polycrystal, gb_indicator
+from ..physics import forms
+from ..physics.elasticity import elastic_stress, lame, strain3
+from ..physics.materials import metal_only, mix, mix_slope_eta
+from ..physics.parameters import hardening, interface_width
+from ..physics.plasticity import PlasticState, radial_return
+from ..physics.scaling import Scaling
+from .boundary import (build_dirichlet, dirichlet_conditions, electrode_current_term,
+                       stack_traction_term)
+from .fields import Field, field_table, views_type
+
+
+class CoupledProblem:
+    """Mixed space, state (``w`` and the last committed ``w_old``), residual ``F`` and BCs."""
+
+    def __init__(self, cfg: Config, poly: Polycrystal):
+        self.cfg, self.poly = cfg, poly
+        self.scaling = sc = Scaling(cfg)
+        self.mesh = msh = poly.mesh
+        self.comm = msh.comm
+        self.dim = dim = msh.geometry.dim
+        self.mechanics = cfg.mechanics.enabled
+        self.log_c = cfg.solver.log_concentration
+        q = cfg.solver.quadrature_degree
+        self.dx = ufl.Measure("dx", msh, metadata={"quadrature_degree": q})
+        self.ds = ufl.Measure("ds", msh, subdomain_data=poly.facet_tags, metadata={"quadrature_degree": q})
+
+        self.table: tuple[Field, ...] = field_table(cfg, sc, dim)
+        self.field = {f.name: f for f in self.table}
+        self._views = views_type(self.table)
+        cell = msh.basix_cell()
+        elements = [basix.ufl.element("Lagrange", cell, f.degree, shape=f.shape if f.is_vector else None)
+                    for f in self.table]
+        self.W = fem.functionspace(msh, basix.ufl.mixed_element(elements))
+        self.w = fem.Function(self.W, name="state")
+        self.w_old = fem.Function(self.W, name="state_old")
+        self.index = {f.name: i for i, f in enumerate(self.table)}
+        #: name -> (collapsed space, dofs of that field in W)
+        self.subspaces = {f.name: self.W.sub(i).collapse() for i, f in enumerate(self.table)}
+
+        # Static microstructure.
+        self.beta = gb_indicator(poly)
+        self.beta.name = "beta"
+
+        # Time-dependent scalars (scaled).
+        self.dt = fem.Constant(msh, PETSc.ScalarType(cfg.time.dt_initial / sc.time))
+        self.reaction = fem.Constant(msh, PETSc.ScalarType(0.0))
+
+        self.plastic = PlasticState(msh, q) if (self.mechanics and cfg.mechanics.plasticity) else None
+        if self.plastic is not None:
+            self.dx = self.plastic.dx
+
+        self._build_forms()
+        self.dirichlet = dirichlet_conditions(cfg, sc, dim)
+        self.bcs = build_dirichlet(self.dirichlet, self.mixed_subspace, poly.facet_tags, dim - 1)
+
+    # Views --------------------------------------------------------------------------------
+    def unknowns(self, w):
+        """UFL views of the raw unknowns of a mixed function, by field name (c may be ln c)."""
+        return self._views(*ufl.split(w))
+
+    def fields(self, w):
+        """UFL views of the physical fields (c itself even when the unknown is ln c)."""
+        raw = self.unknowns(w)
+        return raw._replace(c=ufl.exp(raw.c)) if self.log_c else raw
+
+    def mixed_subspace(self, name: str):
+        return self.W.sub(self.index[name]) if name in self.index else None
+
+    def collapsed_space(self, name: str):
+        return self.subspaces[name][0] if name in self.subspaces else None
+
+    # Constitutive relations -----------------------------------------------------------
+    def constitutive(self, u, eta):
+        """(sigma, eps_e, return map or None) for displacement u and phase eta (scaled)."""
+        cfg, sc = self.cfg, self.scaling
+        E = mix(sc.moduli(), eta, self.beta, cfg.materials.mixing)
+        lam, mu = lame(E, cfg.materials.nu)
+        eps_eig = forms.eigenstrain(eta, cfg.mechanics.volume_expansion)
+        eps = strain3(u)
+        if self.plastic is None:
+            eps_e = eps - eps_eig
+            return elastic_stress(eps_e, lam, mu), eps_e, None
+        m = cfg.materials
+        sigma_y = metal_only(m.metal.yield_stress / sc.stress, m.grain.yield_stress / sc.stress, eta)
+        hard = metal_only(hardening(cfg, "metal") / sc.stress, hardening(cfg, "grain") / sc.stress, eta)
+        ret = radial_return(eps, eps_eig, self.plastic, lam, mu, sigma_y, hard)
+        return ret.sigma, ret.eps_e, ret
+
+    def ac_parameters(self) -> forms.AllenCahnParameters:
+        cfg, sc = self.cfg, self.scaling
+        pf = cfg.phase_field
+        return forms.AllenCahnParameters(
+            mobility=pf.mobility * pf.barrier_height * sc.time,
+            gradient=pf.gradient_coefficient / (pf.barrier_height * sc.length**2),
+            reaction=self.reaction,
+            alpha=pf.charge_transfer_coefficient,
+            electrons=pf.electrons,
+            equilibrium_potential=cfg.electrochemistry.equilibrium_potential / sc.potential,
+        )
+
+    def kappa_factor(self, eta):
+        a = self.cfg.phase_field.anisotropy
+        width = interface_width(self.cfg) / self.scaling.length
+        # Floor: 1 % of the gradient inside an equilibrium interface, ~1/(2 width).
+        return forms.anisotropy_factor(ufl.grad(eta), self.dim, a.strength, a.mode, a.angle,
+                                       floor=0.01 / width)
+
+    # Residual -------------------------------------------------------------------------
+    def _build_forms(self):
+        cfg, sc, dx = self.cfg, self.scaling, self.dx
+        raw = self.unknowns(self.w)
+        now, old = self.fields(self.w), self.fields(self.w_old)
+        eta, c, phi = now.eta, now.c, now.phi
+        tests = self._views(*ufl.TestFunctions(self.W))
+        p = self.ac_parameters()
+        self.ac = p
+
+        if self.mechanics:
+            sigma, eps_e, ret = self.constitutive(now.u, eta)
+            self.sigma, self.eps_e, self.ret = sigma, eps_e, ret
+            moduli = sc.moduli()
+            E = mix(moduli, eta, self.beta, cfg.materials.mixing)
+            dE = mix_slope_eta(moduli, eta, self.beta, cfg.materials.mixing)
+            mech_force = forms.mechanical_driving_force(
+                sigma, eps_e, eta, cfg.mechanics.volume_expansion, E, dE, sc.stress / sc.energy_density)
+        else:
+            self.sigma = self.eps_e = self.ret = None
+            mech_force = 0.0
+
+        local_rate = forms.allen_cahn_local_rate(eta, c, phi, mech_force, p)
+        kappa = self.kappa_factor(eta)
+
+        def rate(v):
+            return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)
+        self.deposition_rate = rate
+        F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), dx)
+
+        D = mix(sc.diffusivity(), eta, self.beta, cfg.materials.mixing)
+        grad_c = c * ufl.grad(raw.c) if self.log_c else ufl.grad(raw.c)
+        self.np_flux = forms.nernst_planck_flux(c, grad_c, ufl.grad(phi), D, cfg.phase_field.electrons)
+        site_ratio = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
+        F += forms.nernst_planck_residual(c, old.c, self.dt, self.np_flux, tests.c, rate(tests.c), site_ratio, dx)
+
+        self.sigma_el = mix(sc.conductivities(), eta, self.beta, cfg.materials.mixing)
+        self.charge_source = sc.charge_source()
+        F += forms.charge_residual(phi, self.sigma_el, tests.phi, rate(tests.phi), self.charge_source, dx)
+        electrode = electrode_current_term(cfg, sc, tests.phi, self.ds)
+        if electrode is not None:
+            F += electrode
+
+        if self.mechanics:
+            F += forms.equilibrium_residual(self.sigma, tests.u, dx)
+            traction = stack_traction_term(cfg, sc, tests.u, self.mesh, self.ds)
+            if traction is not None:
+                F += traction
+        self.F = F
+
+    # Start-up problems (solved by the solver layer) -------------------------------------
+    def initial_eta(self, x):
+        """Tanh discs at the nuclei (and an optional Na layer along the left electrode)."""
+        cfg, sc = self.cfg, self.scaling
+        width = interface_width(cfg) / sc.length
+        radius = cfg.nuclei.radius / sc.length
+        eta = np.zeros(x.shape[1])
+        for centre in self.poly.nuclei:
+            r = np.sqrt(sum((x[i] - centre[i]) ** 2 for i in range(self.dim)))
+            eta = np.maximum(eta, 0.5 * (1 - np.tanh((r - radius) / width)))
+        layer = cfg.nuclei.electrode_layer / sc.length
+        if layer > 0:
+            eta = np.maximum(eta, 0.5 * (1 - np.tanh((x[0] - layer) / width)))
+        return eta
+
+    def potential_startup(self, eta0):
+        """(F, phi, bcs): steady conduction with the initial eta (no deposition yet).
+
+        A straight-line phi through a metal nucleus makes the first implicit step dissolve
+        it (docs/model.md), so phi starts from this solution.
+        """
+        V = self.collapsed_space("phi")
+        phi, v = fem.Function(V), ufl.TestFunction(V)
+        sigma = mix(self.scaling.conductivities(), eta0, self.beta, self.cfg.materials.mixing)
+        F = forms.charge_residual(phi, sigma, v, 0.0, 0.0, self.dx)
+        electrode = electrode_current_term(self.cfg, self.scaling, v, self.ds)
+        if electrode is not None:
+            F += electrode
+        bcs = build_dirichlet(self.dirichlet, lambda name: V if name == "phi" else None,
+                              self.poly.facet_tags, self.dim - 1)
+        return F, phi, bcs
+
+    def mechanics_startup(self, eta0):
+        """(F, u, bcs, return map or None): mechanical equilibrium with the initial eigenstrain."""
+        V = self.collapsed_space("u")
+        u, v = fem.Function(V), ufl.TestFunction(V)
+        sigma, _, ret = self.constitutive(u, eta0)
+        F = forms.equilibrium_residual(sigma, v, self.dx)
+        traction = stack_traction_term(self.cfg, self.scaling, v, self.mesh, self.ds)
+        if traction is not None:
+            F += traction
+        bcs = build_dirichlet(self.dirichlet, lambda name: V if name == "u" else None,
+                              self.poly.facet_tags, self.dim - 1)
+        return F, u, bcs, ret
+
+    # State --------------------------------------------------------------------------------
+    def set_sub(self, name: str, values) -> None:
+        self.w.x.array[self.subspaces[name][1]] = values
+        self.w.x.scatter_forward()
+
+    def sub_values(self, name: str, w=None) -> np.ndarray:
+        """Local values (owned then ghost) of one unknown of ``w`` (default: the current state)."""
+        return (w or self.w).x.array[self.subspaces[name][1]]
+
+    def physical_values(self, name: str) -> np.ndarray:
+        """Local values of a field as a physical quantity (c, not ln c), scaled units."""
+        values = self.sub_values(name)
+        return np.exp(values) if self.field[name].logarithmic else values
+
+    def commit(self) -> None:
+        """Accept the step: plastic history, then the old state."""
+        if self.plastic is not None:
+            self.plastic.commit(self.ret)
+        self.w.x.petsc_vec.copy(self.w_old.x.petsc_vec)
+        self.w_old.x.scatter_forward()
+
+    def after_restore(self) -> None:
+        """After a checkpoint was read into w (a committed state): make it the old state too."""
+        self.w.x.scatter_forward()
+        self.w.x.petsc_vec.copy(self.w_old.x.petsc_vec)
+        self.w_old.x.scatter_forward()
+
+    def rollback(self) -> None:
+        self.w_old.x.petsc_vec.copy(self.w.x.petsc_vec)
+        self.w.x.scatter_forward()
+
+    @property
+    def dofs(self) -> int:
+        imap = self.W.dofmap.index_map
+        return imap.size_global * self.W.dofmap.index_map_bs
+
+    def facets(self, tag: int) -> np.ndarray:
+        return self.poly.facet_tags.find(tag)

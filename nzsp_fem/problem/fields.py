@@ -1,0 +1,59 @@
+"""The field table: every unknown of the coupled problem, declared once.
+
+The mixed space, the named views of a state, the field split, the VI bounds, the output
+functions and the checkpoint layout are all derived from this table. Adding a scalar
+unknown means: one entry here, its weak form in physics/forms.py, its config.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+from ..config import Config
+from ..physics.scaling import Scaling
+
+
+@dataclass(frozen=True)
+class Field:
+    """One unknown of the mixed space (values are scaled; ``si_scale`` converts to SI)."""
+    name: str
+    shape: tuple[int, ...]            # () scalar, (dim,) vector
+    degree: int                       # Lagrange degree
+    si_scale: float                   # SI value of one scaled unit
+    outputs: tuple[tuple[str, float], ...]  # (output name, SI factor applied to the scaled value)
+    split: str                        # field-split group of the iterative preset
+    lower: float | None = None        # variational-inequality bounds (solver.bounds)
+    upper: float | None = None
+    logarithmic: bool = False         # the unknown holds ln(value)
+    initial: float | None = None      # uniform initial value (scaled), None: set by the start-up solves
+    description: str = ""
+
+    @property
+    def is_vector(self) -> bool:
+        return len(self.shape) > 0
+
+
+def field_table(cfg: Config, scaling: Scaling, dim: int) -> tuple[Field, ...]:
+    """The unknowns for this config, in mixed-space order."""
+    sc, ec = scaling, cfg.electrochemistry
+    log_c = cfg.solver.log_concentration
+    table = [
+        Field("eta", (), 1, 1.0, (("eta", 1.0),), "chem", lower=0.0, upper=1.0,
+              description="phase field: 1 Na metal, 0 electrolyte"),
+        # The lower bound of c only applies to c itself: ln c is unbounded.
+        Field("c", (), 1, ec.c0, (("c", 1.0), ("c_mol_m3", ec.c0)), "chem",
+              lower=None if log_c else 0.0, logarithmic=log_c, initial=1.0,
+              description="Na+ concentration / c0"),
+        Field("phi", (), 1, sc.potential, (("phi_V", sc.potential),), "chem",
+              description="electric potential / (RT/F)"),
+    ]
+    if cfg.mechanics.enabled:
+        table.append(Field("u", (dim,), cfg.mechanics.displacement_degree, sc.length, (("u_m", sc.length),),
+                           "mech", description="displacement / l0"))
+    return tuple(table)
+
+
+def views_type(table: tuple[Field, ...]):
+    """A named-tuple type with one slot per field, for UFL views of a mixed function."""
+    return namedtuple("FieldViews", [f.name for f in table])
