@@ -20,8 +20,9 @@ def fit_slope(xs, ys):
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sxx if sxx > 0 else None
 
 
-def controller_steps(newton_per_step: float, time_cfg=None, t: float = 0.0, dt: float | None = None,
-                     until: float | None = None) -> int:
+def controller_steps(
+    newton_per_step: float, time_cfg=None, t: float = 0.0, dt: float | None = None, until: float | None = None
+) -> int:
     """Accepted steps the adaptive controller needs from (t, dt) to ``until`` (default t_end) if
     every step is accepted with ``newton_per_step`` Newton iterations; time settings default to
     the paper defaults of config.TimeStepping."""
@@ -56,29 +57,40 @@ def analyse(results: list[dict]) -> dict:
                 "slope_step_wall": fit_slope(dofs, [r["step_wall_s"] for r in rows]),
                 "slope_step_cpu": fit_slope(dofs, [r["step_cpu_s"] for r in rows]),
                 "slope_newton_wall": fit_slope(dofs, [r["newton_wall_s"] for r in rows]),
-                "pairwise": [{"from": r0["dofs"], "to": r1["dofs"],
-                              "dof_ratio": r1["dofs"] / r0["dofs"],
-                              "time_ratio": r1["step_wall_s"] / r0["step_wall_s"],
-                              "cpu_ratio": r1["step_cpu_s"] / r0["step_cpu_s"],
-                              "excess": (r1["step_wall_s"] / r0["step_wall_s"]) / (r1["dofs"] / r0["dofs"]),
-                              "excess_cpu": (r1["step_cpu_s"] / r0["step_cpu_s"]) / (r1["dofs"] / r0["dofs"])}
-                             for r0, r1 in zip(rows, rows[1:])],
+                "pairwise": [
+                    {
+                        "from": r0["dofs"],
+                        "to": r1["dofs"],
+                        "dof_ratio": r1["dofs"] / r0["dofs"],
+                        "time_ratio": r1["step_wall_s"] / r0["step_wall_s"],
+                        "cpu_ratio": r1["step_cpu_s"] / r0["step_cpu_s"],
+                        "excess": (r1["step_wall_s"] / r0["step_wall_s"]) / (r1["dofs"] / r0["dofs"]),
+                        "excess_cpu": (r1["step_cpu_s"] / r0["step_cpu_s"]) / (r1["dofs"] / r0["dofs"]),
+                    }
+                    for r0, r1 in zip(rows, rows[1:])
+                ],
             }
         for r2 in (r for r in ok if r["preset"] == preset and r["ranks"] == 2):
-            r1 = next((r for r in ok if r["preset"] == preset and r["ranks"] == 1
-                       and r["h_factor"] == r2["h_factor"]), None)
+            r1 = next(
+                (r for r in ok if r["preset"] == preset and r["ranks"] == 1 and r["h_factor"] == r2["h_factor"]), None
+            )
             if r1:
                 a["parallel"][preset] = {
-                    "dofs": r2["dofs"], "t1": r1["step_wall_s"], "t2": r2["step_wall_s"],
+                    "dofs": r2["dofs"],
+                    "t1": r1["step_wall_s"],
+                    "t2": r2["step_wall_s"],
                     "speedup": r1["step_wall_s"] / r2["step_wall_s"],
                     "efficiency": r1["step_wall_s"] / (2 * r2["step_wall_s"]),
                     "efficiency_newton": r1["newton_wall_s"] / (2 * r2["newton_wall_s"]),
-                    "c1": r1["step_cpu_s"], "c2": r2["step_cpu_s"],
+                    "c1": r1["step_cpu_s"],
+                    "c2": r2["step_cpu_s"],
                     "efficiency_cpu": r1["step_cpu_s"] / (2 * r2["step_cpu_s"]),
-                    "newton_1": r1["newton_per_step"], "newton_2": r2["newton_per_step"],
-                    "linear_1": r1["linear_per_newton"], "linear_2": r2["linear_per_newton"]}
+                    "newton_1": r1["newton_per_step"],
+                    "newton_2": r2["newton_per_step"],
+                    "linear_1": r1["linear_per_newton"],
+                    "linear_2": r2["linear_per_newton"],
+                }
     return a
-
 
 
 def paper_estimate(results: list[dict]) -> dict | None:
@@ -96,10 +108,21 @@ def paper_estimate(results: list[dict]) -> dict | None:
     easy = tc.easy_iterations
     newton = r["newton_per_step"]
     n_ideal = controller_steps(newton, tc)
-    est = {"case": r["id"], "dofs": r["dofs"], "step_s": r["step_wall_s"], "newton": newton,
-           "newton_s": r["newton_wall_s"], "ideal_steps": n_ideal, "dt_initial": tc.dt_initial,
-           "growth": tc.growth_factor, "easy": easy, "dt_max": tc.dt_max, "n_outputs": tc.n_outputs,
-           "t_end": tc.t_end, "probe": None}
+    est = {
+        "case": r["id"],
+        "dofs": r["dofs"],
+        "step_s": r["step_wall_s"],
+        "newton": newton,
+        "newton_s": r["newton_wall_s"],
+        "ideal_steps": n_ideal,
+        "dt_initial": tc.dt_initial,
+        "growth": tc.growth_factor,
+        "easy": easy,
+        "dt_max": tc.dt_max,
+        "n_outputs": tc.n_outputs,
+        "t_end": tc.t_end,
+        "probe": None,
+    }
     probe_case = next((x for x in successful(results) if x.get("adaptive_probe")), None)
     probe = probe_case["adaptive_probe"] if probe_case else None
     if probe:
@@ -128,15 +151,29 @@ def paper_estimate(results: list[dict]) -> dict | None:
         minutes = ((n_pre + n_post) * r["step_wall_s"] + probe_newton * r["newton_wall_s"]) / 60
         low = ((n_pre + n_post) * r["step_cpu_s"] + probe_newton * r["newton_cpu_s"]) / 60
         high = ((n_pre + n_post) * max(easy, newton) * r["newton_wall_s"] + probe_newton * r["newton_wall_s"]) / 60
-        est.update(probe=probe, steps=n_attempts, n_pre=n_pre, n_post=n_post, minutes=minutes,
-                   minutes_low=low, minutes_high=high)
+        est.update(
+            probe=probe,
+            steps=n_attempts,
+            n_pre=n_pre,
+            n_post=n_post,
+            minutes=minutes,
+            minutes_low=low,
+            minutes_high=high,
+        )
         est["variants"] = [
-            {"id": v["id"], "step_s": v["step_wall_s"],
-             "minutes": ((n_pre + n_post) * v["step_wall_s"] + probe_newton * v["newton_wall_s"]) / 60}
+            {
+                "id": v["id"],
+                "step_s": v["step_wall_s"],
+                "minutes": ((n_pre + n_post) * v["step_wall_s"] + probe_newton * v["newton_wall_s"]) / 60,
+            }
             for v in successful(results, variants=True)
-            if v.get("variant") and v["ranks"] == 2 and v["dofs"] == r["dofs"] and v["converged"]]
+            if v.get("variant") and v["ranks"] == 2 and v["dofs"] == r["dofs"] and v["converged"]
+        ]
     else:
-        est.update(steps=n_ideal, minutes=n_ideal * r["step_wall_s"] / 60,
-                   minutes_low=n_ideal * r["step_cpu_s"] / 60,
-                   minutes_high=n_ideal * max(easy, newton) * r["newton_wall_s"] / 60)
+        est.update(
+            steps=n_ideal,
+            minutes=n_ideal * r["step_wall_s"] / 60,
+            minutes_low=n_ideal * r["step_cpu_s"] / 60,
+            minutes_high=n_ideal * max(easy, newton) * r["newton_wall_s"] / 60,
+        )
     return est

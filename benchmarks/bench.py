@@ -69,13 +69,23 @@ def machine_info() -> dict:
     except AttributeError:
         affinity = os.cpu_count()
     try:
-        mem = next(int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+        mem = next(
+            int(line.split()[1]) // 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         mem = None
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "cores_usable": affinity, "mem_mb": mem,
-            "loadavg": list(os.getloadavg()), "host": platform.node(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _git_commit()}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "mem_mb": mem,
+        "loadavg": list(os.getloadavg()),
+        "host": platform.node(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+    }
 
 
 def drive(args) -> int:
@@ -86,8 +96,15 @@ def drive(args) -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
-        md_path, csv_path = write_reports(outdir, saved["results"], saved["info"], saved.get("quick", args.quick),
-                                          saved.get("steps", args.steps), saved.get("dt", args.dt), scratch)
+        md_path, csv_path = write_reports(
+            outdir,
+            saved["results"],
+            saved["info"],
+            saved.get("quick", args.quick),
+            saved.get("steps", args.steps),
+            saved.get("dt", args.dt),
+            scratch,
+        )
         print(f"rewrote {md_path} and {csv_path} from {args.from_json}")
         return 0
     info = machine_info()
@@ -97,18 +114,29 @@ def drive(args) -> int:
 
     factors = [float(x) for x in args.factors.split(",")] if args.factors else None
     it_factors = [float(x) for x in args.iterative_factors.split(",")] if args.iterative_factors else None
-    cases = plan(args.quick, args.steps, args.dt, factors, it_factors,
-                 variants=False if args.no_variants else None, scratch=scratch)
-    log(f"{len(cases)} cases, {args.steps} steps of {args.dt:g} s each; machine {info['cpu']}, "
-        f"load {info['loadavg'][0]:.1f}; scratch {shown_path(scratch)}/")
+    cases = plan(
+        args.quick,
+        args.steps,
+        args.dt,
+        factors,
+        it_factors,
+        variants=False if args.no_variants else None,
+        scratch=scratch,
+    )
+    log(
+        f"{len(cases)} cases, {args.steps} steps of {args.dt:g} s each; machine {info['cpu']}, "
+        f"load {info['loadavg'][0]:.1f}; scratch {shown_path(scratch)}/"
+    )
     results = []
     for case in cases:
         results.append(run_subprocess(case, args.timeout, log, scratch))
     info["loadavg_end"] = list(os.getloadavg())
     info["total_s"] = time.perf_counter() - t0
     (scratch / ("all_quick.json" if args.quick else "all.json")).write_text(
-        json.dumps({"info": info, "results": results, "quick": args.quick, "steps": args.steps, "dt": args.dt},
-                   indent=1))
+        json.dumps(
+            {"info": info, "results": results, "quick": args.quick, "steps": args.steps, "dt": args.dt}, indent=1
+        )
+    )
     md_path, csv_path = write_reports(outdir, results, info, args.quick, args.steps, args.dt, scratch)
     log(f"wrote {md_path} and {csv_path} in {info['total_s'] / 60:.1f} min")
     return 0 if all("failed" not in r for r in results) else 1
@@ -126,10 +154,12 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", help="only rewrite the reports from a saved all*.json (in the scratch directory)")
     p.add_argument("--no-variants", action="store_true", help="skip the candidate-fix variants (full run)")
     p.add_argument("--timeout", type=float, default=1800, help="per-case time limit in s (default 1800)")
-    p.add_argument("--output-dir",
-                   help="where performance.md/.csv go (default docs/, --quick: <scratch dir>/quick)")
-    p.add_argument("--scratch-dir", help="per-case JSON, logs, -log_view text, mesh cache, all*.json "
-                   "(default $NZSP_BENCH_DIR or results/bench/, gitignored)")
+    p.add_argument("--output-dir", help="where performance.md/.csv go (default docs/, --quick: <scratch dir>/quick)")
+    p.add_argument(
+        "--scratch-dir",
+        help="per-case JSON, logs, -log_view text, mesh cache, all*.json "
+        "(default $NZSP_BENCH_DIR or results/bench/, gitignored)",
+    )
     args = p.parse_args(argv)
     if args.case:
         if not args.out:

@@ -32,8 +32,7 @@ BASE_CASE = {
     "name": "bench",
     "domain": {"dim": 2, "size": ["1.2 um", "0.8 um"]},
     "microstructure": {"grains": 4, "rng_seed": 3, "gb_width": "30 nm"},
-    "nuclei": {"radius": "60 nm", "positions": [["0 um", "0.25 um"], ["0 um", "0.6 um"]],
-               "electrode_layer": "40 nm"},
+    "nuclei": {"radius": "60 nm", "positions": [["0 um", "0.25 um"], ["0 um", "0.6 um"]], "electrode_layer": "40 nm"},
     "materials": {"transport": "nernst-einstein"},
     "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
     "electrochemistry": {"electrode": {"mode": "potentiostatic", "potential": "-0.45 V"}},
@@ -42,8 +41,8 @@ BASE_CASE = {
 }
 BASE_MESH_M = {"size_grain": 60e-9, "size_gb": 15e-9, "size_nucleus": 12e-9}
 
-DT = 1e-5          # s, fixed step of every case
-STEPS = 3          # fixed number of steps of every case (3 keeps the full run near 15 min)
+DT = 1e-5  # s, fixed step of every case
+STEPS = 3  # fixed number of steps of every case (3 keeps the full run near 15 min)
 # h_factor -> DOFs (measured): 1.0 -> 9.2k, 2.35 -> 39k, 4.7 -> 139k; DOFs ~ h_factor^1.83.
 # Direct preset: the demo mesh (1.0) and ~25k, 50k, 100k, 200k DOFs; 2 ranks at the largest.
 FULL_FACTORS = [1.0, 1.84, 2.68, 3.92, 5.72]
@@ -52,7 +51,7 @@ FULL_FACTORS = [1.0, 1.84, 2.68, 3.92, 5.72]
 # that (then --iterative-factors 1.84,2.68,3.92 keeps it near 15 min).
 FULL_ITERATIVE_FACTORS = [1.84, 2.68, 3.92, 5.72]
 FULL_ITERATIVE_PARALLEL = 5.72
-QUICK_FACTORS = [0.75, 1.0, 1.45]           # ~6k, 9k, 17k DOFs
+QUICK_FACTORS = [0.75, 1.0, 1.45]  # ~6k, 9k, 17k DOFs
 # Candidate fixes, measured (not applied) on one size or all sizes: each is its preset with
 # ``options`` added to the PETSc options. The field split of the iterative preset is never
 # built here: CoupledSolver sets it from nzsp_fem.solver.presets.field_splits (the field
@@ -61,18 +60,31 @@ QUICK_FACTORS = [0.75, 1.0, 1.45]           # ~6k, 9k, 17k DOFs
 VARIANT_FACTOR = 2.68
 VARIANTS = {
     "mech_bs": {
-        "preset": "iterative", "options": {}, "all_sizes": True, "two_ranks": True,
-        "text": "displacement split with block size = dim (BoomerAMG sees 2 unknowns per node)"},
+        "preset": "iterative",
+        "options": {},
+        "all_sizes": True,
+        "two_ranks": True,
+        "text": "displacement split with block size = dim (BoomerAMG sees 2 unknowns per node)",
+    },
     "mech_bs_mumps": {
-        "preset": "iterative", "all_sizes": True, "two_ranks": True,
+        "preset": "iterative",
+        "all_sizes": True,
+        "two_ranks": True,
         "options": {"fieldsplit_chem_sub_pc_factor_mat_solver_type": "mumps"},
-        "text": "as mech_bs + MUMPS (not PETSc's LU) for the ASM subdomain LU of the eta/c/phi block"},
+        "text": "as mech_bs + MUMPS (not PETSc's LU) for the ASM subdomain LU of the eta/c/phi block",
+    },
     "mech_bs_ew": {
-        "preset": "iterative", "options": {"snes_ksp_ew": None}, "all_sizes": False,
-        "text": "as mech_bs + Eisenstat-Walker linear tolerances (-snes_ksp_ew)"},
+        "preset": "iterative",
+        "options": {"snes_ksp_ew": None},
+        "all_sizes": False,
+        "text": "as mech_bs + Eisenstat-Walker linear tolerances (-snes_ksp_ew)",
+    },
     "lag_pc": {
-        "preset": "direct", "options": {"snes_lag_preconditioner": 2}, "all_sizes": False,
-        "text": "re-factorise every 2nd Newton iteration (-snes_lag_preconditioner 2)"},
+        "preset": "direct",
+        "options": {"snes_lag_preconditioner": 2},
+        "all_sizes": False,
+        "text": "re-factorise every 2nd Newton iteration (-snes_lag_preconditioner 2)",
+    },
 }
 # After the timed steps, the smallest direct case continues with the adaptive controller
 # (paper defaults of config.TimeStepping, from the benchmark's dt) for a while: how fast
@@ -111,14 +123,20 @@ def case_config(case: dict):
 
 
 def _case(preset, h, ranks, steps, dt, **extra) -> dict:
-    c = {"id": f"{preset}-h{h:g}-np{ranks}", "preset": preset, "h_factor": h, "ranks": ranks,
-         "steps": steps, "dt": dt}
+    c = {"id": f"{preset}-h{h:g}-np{ranks}", "preset": preset, "h_factor": h, "ranks": ranks, "steps": steps, "dt": dt}
     c.update(extra)
     return c
 
 
-def plan(quick: bool, steps: int, dt: float, factors=None, iterative_factors=None,
-         variants: bool | None = None, scratch: Path | str | None = None) -> list[dict]:
+def plan(
+    quick: bool,
+    steps: int,
+    dt: float,
+    factors=None,
+    iterative_factors=None,
+    variants: bool | None = None,
+    scratch: Path | str | None = None,
+) -> list[dict]:
     """Cases of a run: every size for both presets on 1 rank, the largest on 2 ranks (the
     iterative preset: FULL_ITERATIVE_PARALLEL in a full run), the adaptive probe on the demo
     mesh (h_factor 1) or the smallest, and (full run) the candidate fixes of VARIANTS.
@@ -157,5 +175,3 @@ def plan(quick: bool, steps: int, dt: float, factors=None, iterative_factors=Non
                 c["profile"] = True
                 c["log_view"] = str(scratch / "logs" / f"{c['id']}.log_view.txt")
     return cases
-
-

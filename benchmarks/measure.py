@@ -39,22 +39,65 @@ from .cases import DT, REPO, SCRATCH, STEPS, case_config, shown_path
 
 # PETSc events reported in the profile (top-level ones are not nested in each other except
 # where PETSc nests them: PCSetUp/PCApply/MatLUFactorNum inside SNESSolve, etc.).
-EVENTS = ["SNESSolve", "SNESFunctionEval", "SNESJacobianEval", "SNESLineSearch", "KSPSolve", "KSPSetUp",
-          "PCSetUp", "PCSetUpOnBlocks", "PCApply", "MatLUFactorSym", "MatLUFactorNum", "MatSolve", "MatMult",
-          "MatCreateSubMats", "MatCreateSubMat", "MatGetOrdering", "KSPGMRESOrthog", "MatAssemblyBegin",
-          "MatAssemblyEnd", "MatZeroEntries", "VecMDot", "VecMAXPY", "VecScatterBegin"]
+EVENTS = [
+    "SNESSolve",
+    "SNESFunctionEval",
+    "SNESJacobianEval",
+    "SNESLineSearch",
+    "KSPSolve",
+    "KSPSetUp",
+    "PCSetUp",
+    "PCSetUpOnBlocks",
+    "PCApply",
+    "MatLUFactorSym",
+    "MatLUFactorNum",
+    "MatSolve",
+    "MatMult",
+    "MatCreateSubMats",
+    "MatCreateSubMat",
+    "MatGetOrdering",
+    "KSPGMRESOrthog",
+    "MatAssemblyBegin",
+    "MatAssemblyEnd",
+    "MatZeroEntries",
+    "VecMDot",
+    "VecMAXPY",
+    "VecScatterBegin",
+]
 
 # Result keys every case returns (the smoke test checks them).
 RESULT_KEYS = [
-    "id", "preset", "ranks", "h_factor", "steps", "dt", "dofs", "cells", "converged",
-    "newton_per_step", "linear_per_newton", "step_wall_s", "step_cpu_s", "newton_wall_s",
-    "assembly_s", "linear_s", "return_map_s", "commit_s", "other_s",
-    "maxrss_mb", "maxrss_base_mb", "bytes_per_dof", "poisson", "petsc_events", "timings",
+    "id",
+    "preset",
+    "ranks",
+    "h_factor",
+    "steps",
+    "dt",
+    "dofs",
+    "cells",
+    "converged",
+    "newton_per_step",
+    "linear_per_newton",
+    "step_wall_s",
+    "step_cpu_s",
+    "newton_wall_s",
+    "assembly_s",
+    "linear_s",
+    "return_map_s",
+    "commit_s",
+    "other_s",
+    "maxrss_mb",
+    "maxrss_base_mb",
+    "bytes_per_dof",
+    "poisson",
+    "petsc_events",
+    "timings",
 ]
 
 
 def _maxrss_mb() -> float:
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
@@ -77,6 +120,7 @@ class _Clock:
                 self.wall[name] += time.perf_counter() - w0
                 self.cpu[name] += time.process_time() - c0
                 self.calls[name] += 1
+
         return timed
 
 
@@ -86,6 +130,7 @@ _stage_count = 0
 def _new_stage(name):
     global _stage_count
     from petsc4py import PETSc
+
     _stage_count += 1
     return PETSc.Log.Stage(f"{name}_{_stage_count}")
 
@@ -93,6 +138,7 @@ def _new_stage(name):
 def _events(stage_id, comm) -> dict:
     from mpi4py import MPI
     from petsc4py import PETSc
+
     out = {}
     for name in EVENTS:
         info = PETSc.Log.Event(name).getPerfInfo(stage_id)
@@ -106,6 +152,7 @@ def _events(stage_id, comm) -> dict:
 def _min_time(fn, repeats, comm):
     """Smallest wall/CPU time (max over ranks) of ``repeats`` calls of fn()."""
     from mpi4py import MPI
+
     best_w = best_c = math.inf
     for _ in range(repeats):
         comm.barrier()
@@ -184,10 +231,12 @@ def poisson_baseline(mesh, facet_tags, repeats=3) -> dict:
     out = {
         "nnz": int(nnz),
         "dofs": V.dofmap.index_map.size_global,
-        "wall_s": wall, "cpu_s": cpu,
+        "wall_s": wall,
+        "cpu_s": cpu,
         "assemble_s": comm.allreduce(min(parts["assemble"][1:]), op=MPI.MAX),
         "solve_s": comm.allreduce(min(parts["solve"][1:]), op=MPI.MAX),
-        "iterations": its[-1], "converged": reason > 0,
+        "iterations": its[-1],
+        "converged": reason > 0,
     }
     ksp.destroy()
     A.destroy()
@@ -202,6 +251,7 @@ def adaptive_probe(solver, t, dt, commit, max_attempts=60, max_wall_s=150.0) -> 
     from mpi4py import MPI
 
     from nzsp_fem.solver import StepController
+
     comm = solver.problem.comm
     ctl = StepController.from_config(Config().time, dt=dt)
     attempts, t0, w_start = [], t, time.perf_counter()
@@ -210,8 +260,15 @@ def adaptive_probe(solver, t, dt, commit, max_attempts=60, max_wall_s=150.0) -> 
             break
         step_dt, landed = ctl.propose(t)
         report = solver.try_step(t, step_dt)
-        attempts.append({"t": t, "dt": step_dt, "newton": report.newton_iterations,
-                         "converged": bool(report.converged), "reason": report.reason_name})
+        attempts.append(
+            {
+                "t": t,
+                "dt": step_dt,
+                "newton": report.newton_iterations,
+                "converged": bool(report.converged),
+                "reason": report.reason_name,
+            }
+        )
         if report.converged:
             commit()
             t += step_dt
@@ -219,17 +276,25 @@ def adaptive_probe(solver, t, dt, commit, max_attempts=60, max_wall_s=150.0) -> 
         elif not ctl.failed(step_dt):
             break
     acc = [a for a in attempts if a["converged"]]
-    return {"t_start": t0, "t_end": t, "dt_start": dt, "dt_end": ctl.dt, "accepted": len(acc),
-            "rejected": len(attempts) - len(acc), "attempts": attempts,
-            "newton_per_attempt": sum(a["newton"] for a in attempts) / max(len(attempts), 1),
-            "newton_per_accepted": sum(a["newton"] for a in acc) / max(len(acc), 1),
-            "wall_s": comm.allreduce(time.perf_counter() - w_start, op=MPI.MAX)}
+    return {
+        "t_start": t0,
+        "t_end": t,
+        "dt_start": dt,
+        "dt_end": ctl.dt,
+        "accepted": len(acc),
+        "rejected": len(attempts) - len(acc),
+        "attempts": attempts,
+        "newton_per_attempt": sum(a["newton"] for a in attempts) / max(len(attempts), 1),
+        "newton_per_accepted": sum(a["newton"] for a in acc) / max(len(acc), 1),
+        "wall_s": comm.allreduce(time.perf_counter() - w_start, op=MPI.MAX),
+    }
 
 
 def _elastic_twin(cfg, poly):
     """The same problem with plasticity off, and its solver (only used for assembly)."""
     from nzsp_fem.problem import CoupledProblem
     from nzsp_fem.solver import CoupledSolver
+
     data = cfg.model_dump()
     data["mechanics"]["plasticity"] = False
     twin = CoupledProblem(parse_config(data), poly)
@@ -298,8 +363,10 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     timings["initialize_s"] = comm.allreduce(time.perf_counter() - w0, op=MPI.MAX)
     dofs = pb.dofs
     cells = poly.mesh.topology.index_map(poly.mesh.topology.dim).size_global
-    say(f"{case.get('id', '')}: {dofs} dofs, {cells} cells; setup {timings['setup_s']:.1f} s, "
-        f"initialize {timings['initialize_s']:.1f} s")
+    say(
+        f"{case.get('id', '')}: {dofs} dofs, {cells} cells; setup {timings['setup_s']:.1f} s, "
+        f"initialize {timings['initialize_s']:.1f} s"
+    )
 
     # Instrument from outside: re-register whatever residual / Jacobian callbacks the SNES
     # holds (petsc4py getFunction / getJacobian) through timers, with their own vectors and
@@ -332,11 +399,20 @@ def run_case(case: dict, comm=None, log=None) -> dict:
             commit()
             t += dt
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        per_step.append({"wall_s": comm.allreduce(wall, op=MPI.MAX), "cpu_s": comm.allreduce(cpu, op=MPI.MAX),
-                         "newton": report.newton_iterations, "linear": report.linear_iterations,
-                         "converged": bool(report.converged), "reason": report.reason_name})
-        say(f"  step {k + 1}/{steps}: {per_step[-1]['wall_s']:.2f} s, newton {report.newton_iterations}, "
-            f"linear {report.linear_iterations}, {report.reason_name}")
+        per_step.append(
+            {
+                "wall_s": comm.allreduce(wall, op=MPI.MAX),
+                "cpu_s": comm.allreduce(cpu, op=MPI.MAX),
+                "newton": report.newton_iterations,
+                "linear": report.linear_iterations,
+                "converged": bool(report.converged),
+                "reason": report.reason_name,
+            }
+        )
+        say(
+            f"  step {k + 1}/{steps}: {per_step[-1]['wall_s']:.2f} s, newton {report.newton_iterations}, "
+            f"linear {report.linear_iterations}, {report.reason_name}"
+        )
         if not report.converged:
             converged = False
             break
@@ -367,10 +443,19 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     n_res, n_jac = clock.calls["residual"], clock.calls["jacobian"]
 
     result = {
-        "id": case.get("id", f"{case['preset']}-h{case['h_factor']}-np{comm.size}"), "variant": variant,
-        "preset": case["preset"], "ranks": comm.size, "h_factor": float(case["h_factor"]),
-        "steps": steps, "steps_done": n, "dt": dt, "dofs": dofs, "cells": cells,
-        "dofs_per_rank": dofs / comm.size, "converged": converged, "per_step": per_step,
+        "id": case.get("id", f"{case['preset']}-h{case['h_factor']}-np{comm.size}"),
+        "variant": variant,
+        "preset": case["preset"],
+        "ranks": comm.size,
+        "h_factor": float(case["h_factor"]),
+        "steps": steps,
+        "steps_done": n,
+        "dt": dt,
+        "dofs": dofs,
+        "cells": cells,
+        "dofs_per_rank": dofs / comm.size,
+        "converged": converged,
+        "per_step": per_step,
         "newton_per_step": newton / max(n, 1),
         "linear_per_newton": linear / max(newton, 1),
         "step_wall_s": wall_steps / max(n, 1),
@@ -395,8 +480,11 @@ def run_case(case: dict, comm=None, log=None) -> dict:
         "petsc_events": events,
         "jacobian_nnz": int(s.A.getInfo(PETSc.Mat.InfoType.GLOBAL_SUM)["nz_used"]),
         "timings": timings,
-        "versions": {"dolfinx": dolfinx.__version__, "petsc": ".".join(map(str, PETSc.Sys.getVersion())),
-                     "python": platform.python_version()},
+        "versions": {
+            "dolfinx": dolfinx.__version__,
+            "petsc": ".".join(map(str, PETSc.Sys.getVersion())),
+            "python": platform.python_version(),
+        },
     }
 
     if profiler is not None:
@@ -424,9 +512,13 @@ def run_case(case: dict, comm=None, log=None) -> dict:
         del twin, twin_solver
         per_step_rm = (max(0.0, pl_res - el_res) * n_res + max(0.0, pl_jac - el_jac) * n_jac) / max(n, 1)
         result["return_map_s"] = per_step_rm + result["plastic_commit_s"]
-        result["assembly_probe"] = {"plastic_residual_s": pl_res, "plastic_jacobian_s": pl_jac,
-                                    "elastic_residual_s": el_res, "elastic_jacobian_s": el_jac,
-                                    "wall_s": gmax(time.perf_counter() - w0)}
+        result["assembly_probe"] = {
+            "plastic_residual_s": pl_res,
+            "plastic_jacobian_s": pl_jac,
+            "elastic_residual_s": el_res,
+            "elastic_jacobian_s": el_jac,
+            "wall_s": gmax(time.perf_counter() - w0),
+        }
         say(f"  assembly plastic {pl_res:.3f}/{pl_jac:.3f} s, elastic {el_res:.3f}/{el_jac:.3f} s (F/J)")
 
     result["poisson"] = None
@@ -435,15 +527,19 @@ def run_case(case: dict, comm=None, log=None) -> dict:
         p = result["poisson"]
         result["newton_over_poisson"] = result["newton_wall_s"] / p["wall_s"]
         result["newton_over_poisson_cpu"] = result["newton_cpu_s"] / p["cpu_s"] if p["cpu_s"] > 0 else None
-        say(f"  Poisson {p['dofs']} dofs: {p['wall_s']:.3f} s ({p['iterations']} CG its); "
-            f"Newton iteration = {result['newton_over_poisson']:.1f} x Poisson")
+        say(
+            f"  Poisson {p['dofs']} dofs: {p['wall_s']:.3f} s ({p['iterations']} CG its); "
+            f"Newton iteration = {result['newton_over_poisson']:.1f} x Poisson"
+        )
 
     result["adaptive_probe"] = None
     if case.get("adaptive_probe") and converged:
         result["adaptive_probe"] = adaptive_probe(solver, t, dt, commit, **case["adaptive_probe"])
         ap = result["adaptive_probe"]
-        say(f"  adaptive probe: {ap['accepted']} accepted / {ap['rejected']} rejected, t {ap['t_start']:.3g} -> "
-            f"{ap['t_end']:.3g} s, dt -> {ap['dt_end']:.3g} s")
+        say(
+            f"  adaptive probe: {ap['accepted']} accepted / {ap['rejected']} rejected, t {ap['t_start']:.3g} -> "
+            f"{ap['t_end']:.3g} s, dt -> {ap['dt_end']:.3g} s"
+        )
     solver.destroy()
     return result
 
@@ -458,8 +554,18 @@ def run_subprocess(case: dict, timeout: float, log, scratch: Path | None = None)
     logfile.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.unlink()
-    cmd = ["mpirun", "-n", str(case["ranks"]), sys.executable, "-m", "benchmarks.bench",
-           "--case", json.dumps(case), "--out", str(out)]
+    cmd = [
+        "mpirun",
+        "-n",
+        str(case["ranks"]),
+        sys.executable,
+        "-m",
+        "benchmarks.bench",
+        "--case",
+        json.dumps(case),
+        "--out",
+        str(out),
+    ]
     log(f"[{case['id']}] " + " ".join(cmd[:4]) + " ... (log: " + shown_path(logfile) + ")")
     w0 = time.perf_counter()
     with open(logfile, "w") as fh:
@@ -476,13 +582,20 @@ def run_subprocess(case: dict, timeout: float, log, scratch: Path | None = None)
         return result
     tail = logfile.read_text()[-2000:] if logfile.exists() else ""
     log(f"[{case['id']}] FAILED ({rc}) after {wall:.0f} s:\n{tail}")
-    return {"id": case["id"], "preset": case["preset"], "ranks": case["ranks"], "h_factor": case["h_factor"],
-            "failed": str(rc), "process_wall_s": wall}
+    return {
+        "id": case["id"],
+        "preset": case["preset"],
+        "ranks": case["ranks"],
+        "h_factor": case["h_factor"],
+        "failed": str(rc),
+        "process_wall_s": wall,
+    }
 
 
 def worker(case_json: str, out: str | Path) -> int:
     """Worker mode (under mpirun): run one case (JSON text) and write its result to ``out``."""
     from mpi4py import MPI
+
     case = json.loads(case_json)
     if case.get("log_view"):
         Path(case["log_view"]).parent.mkdir(parents=True, exist_ok=True)
@@ -494,4 +607,3 @@ def worker(case_json: str, out: str | Path) -> int:
         tmp.write_text(json.dumps(result, indent=1))
         tmp.replace(out)
     return 0
-

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 import yaml
+
 from mpi4py import MPI
 
 from .config import ConfigError, load_config
@@ -20,13 +21,20 @@ from .physics.parameters import derived_quantities
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="nzsp-fem",
-        description="Phase-field model of Na dendrite growth along grain boundaries in NZSP.")
+        prog="nzsp-fem", description="Phase-field model of Na dendrite growth along grain boundaries in NZSP."
+    )
     p.add_argument("config", help="YAML config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config value, e.g. --set materials.grain_boundary.E='20 GPa'")
-    p.add_argument("--check", action="store_true",
-                   help="validate, print the resolved config with derived quantities, and exit")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value, e.g. --set materials.grain_boundary.E='20 GPa'",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="validate, print the resolved config with derived quantities, and exit"
+    )
     p.add_argument("-o", "--output", help="output directory (default results/<config name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--restart", action="store_true", help="resume from the last complete checkpoint")

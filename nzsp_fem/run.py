@@ -11,8 +11,8 @@ from pathlib import Path
 from mpi4py import MPI
 
 from .config import Config
-from .io.rundir import prepare_directory
 from .io.run_record import RunRecord
+from .io.rundir import prepare_directory
 from .mesh import build_polycrystal, spec_from_config
 from .physics.parameters import interface_width
 from .problem import CoupledProblem, DiagnosticsEvaluator, metal_connects_electrodes
@@ -61,10 +61,15 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
     problem = CoupledProblem(cfg, poly)
     solver = CoupledSolver(problem)
     diagnostics = DiagnosticsEvaluator(problem)
-    log("dimensionless groups: " + ", ".join(f"{k.split('  ')[0]}={v:.4g}"
-                                             for k, v in problem.scaling.groups().items()), 2)
-    log(f"mesh: {poly.mesh.topology.index_map(poly.mesh.topology.dim).size_global} cells, "
-        f"{problem.dofs} dofs; interface width {interface_width(cfg) * 1e9:.3g} nm")
+    log(
+        "dimensionless groups: "
+        + ", ".join(f"{k.split('  ')[0]}={v:.4g}" for k, v in problem.scaling.groups().items()),
+        2,
+    )
+    log(
+        f"mesh: {poly.mesh.topology.index_map(poly.mesh.topology.dim).size_global} cells, "
+        f"{problem.dofs} dofs; interface width {interface_width(cfg) * 1e9:.3g} nm"
+    )
 
     controller = StepController.from_config(cfg.time)
     state = {"t": 0.0, "steps": 0, "newton_total": 0, "short_circuit_time": None, "restarts": 0}
@@ -96,12 +101,18 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             dt, landed = controller.propose(t)
             report = solver.try_step(t, dt)
             if not report.converged:
-                log(f"  step failed at t={t:.6e} s, dt={dt:.3e} s: {report.reason_name} "
-                    f"after {report.newton_iterations} Newton iterations; cutting dt", 2)
+                log(
+                    f"  step failed at t={t:.6e} s, dt={dt:.3e} s: {report.reason_name} "
+                    f"after {report.newton_iterations} Newton iterations; cutting dt",
+                    2,
+                )
                 if not controller.failed(dt):
                     status, reason = "diverged", report.reason_name
-                    log(f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (last SNES reason "
-                        f"{report.reason_name})", 0)
+                    log(
+                        f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (last SNES reason "
+                        f"{report.reason_name})",
+                        0,
+                    )
                     break
                 continue
             problem.commit()
@@ -111,18 +122,23 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             state["newton_total"] += report.newton_iterations
             controller.accepted(report.newton_iterations, dt, landed)
             diag = diagnostics()
-            shorted = (state["short_circuit_time"] is None and diag.penetration_depth_m >= 0.5 * cfg.domain.size[0]
-                       and metal_connects_electrodes(problem))
+            shorted = (
+                state["short_circuit_time"] is None
+                and diag.penetration_depth_m >= 0.5 * cfg.domain.size[0]
+                and metal_connects_electrodes(problem)
+            )
             if shorted:
                 state["short_circuit_time"] = t
                 log(f"short circuit: metal connects the electrodes at t={t:.6e} s", 0)
             record.step(t, dt, report, diag)
             elapsed = time.perf_counter() - record.wall0
             remaining = elapsed / t * (cfg.time.t_end - t) if t > 0 else math.inf
-            log(f"step {state['steps']:5d} t={t:.4e}/{cfg.time.t_end:.3e} s dt={dt:.2e} "
+            log(
+                f"step {state['steps']:5d} t={t:.4e}/{cfg.time.t_end:.3e} s dt={dt:.2e} "
                 f"newton={report.newton_iterations:2d} linear={report.linear_iterations:3d} "
                 f"metal={diag.metal_fraction:.4f} depth={diag.penetration_depth_m * 1e9:.0f} nm "
-                f"I={diag.electrode_current_A:.3e} ETA {_hms(remaining)}")
+                f"I={diag.electrode_current_A:.3e} ETA {_hms(remaining)}"
+            )
             if controller.is_output_time(t):
                 record.write_fields(t)
                 if cfg.output.figures_at_output_times and not controller.finished(t):
@@ -137,7 +153,8 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             every = cfg.output.checkpoint_every_steps
             minutes = cfg.output.checkpoint_every_minutes
             due = (every and state["steps"] % every == 0) or (
-                minutes and comm.bcast(time.perf_counter() - last_checkpoint_wall > 60 * minutes, root=0))
+                minutes and comm.bcast(time.perf_counter() - last_checkpoint_wall > 60 * minutes, root=0)
+            )
             if due:
                 save_checkpoint()
                 last_checkpoint_wall = time.perf_counter()

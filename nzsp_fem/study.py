@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyvista
+
 from mpi4py import MPI
 
 from .config import Config, check_parameter_path, with_value
@@ -64,10 +65,13 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
     group = world.rank * n_groups // world.size
     comm = world.Split(group, world.rank)
     if world.rank == 0:
-        print(f"study {cfg.study.parameter}: {len(cases)} cases on {n_groups} group(s) of "
-              f"~{world.size // n_groups} rank(s)", flush=True)
+        print(
+            f"study {cfg.study.parameter}: {len(cases)} cases on {n_groups} group(s) of "
+            f"~{world.size // n_groups} rank(s)",
+            flush=True,
+        )
     statuses = {}
-    for k, (dirname, label, case_cfg) in enumerate(cases):
+    for k, (dirname, _, case_cfg) in enumerate(cases):
         if k % n_groups != group:
             continue
         summary = run_single(case_cfg, outdir / dirname, comm, overwrite=overwrite, restart=restart)
@@ -89,7 +93,7 @@ def write_study_table(outdir: Path, cfg: Config, cases) -> None:
     with open(outdir / "study.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["case", cfg.study.parameter] + SUMMARY_COLUMNS)
-        for (dirname, _, case_cfg), value in zip(cases, cfg.study.values):
+        for (dirname, _, _), value in zip(cases, cfg.study.values):
             path = outdir / dirname / "summary.json"
             summary = json.loads(path.read_text()) if path.exists() else {"status": "missing"}
             writer.writerow([dirname, value] + [summary.get(c, "") for c in SUMMARY_COLUMNS])
@@ -103,8 +107,14 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
             grids.append(pyvista.read(path))
             labels.append(label)
     if grids:
-        plot_comparison(grids, labels, field_panels(grids), outdir / "comparison.png",
-                        title=f"{cfg.name}: {cfg.study.parameter}", contour="eta")
+        plot_comparison(
+            grids,
+            labels,
+            field_panels(grids),
+            outdir / "comparison.png",
+            title=f"{cfg.name}: {cfg.study.parameter}",
+            contour="eta",
+        )
 
     for quantity, label in (("current_density_magnitude", "|i| (A/m²)"), ("phi_V", "φ (V)")):
         series = {}
@@ -124,5 +134,11 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
                 series[case_label] = per_probe
         if series:
             stem = "probes" if quantity.startswith("current") else "probes_phi"
-            plot_probes(series, label, outdir / f"{stem}.png", time_label="t (ms)", time_scale=1e3,
-                        title=f"{cfg.name}: {cfg.study.parameter}")
+            plot_probes(
+                series,
+                label,
+                outdir / f"{stem}.png",
+                time_label="t (ms)",
+                time_scale=1e3,
+                title=f"{cfg.name}: {cfg.study.parameter}",
+            )

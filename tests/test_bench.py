@@ -26,10 +26,20 @@ def test_smallest_quick_case_runs(tmp_path):
     assert result["residual_calls_per_step"] > 0 and result["jacobian_calls_per_step"] > 0
     assert result["return_map_s"] is not None
 
-    info = {"cpu": "test", "cores": 1, "cores_usable": 1, "mem_mb": None, "loadavg": [0.0] * 3,
-            "loadavg_end": [0.0] * 3, "total_s": 1.0, "date": "-", "commit": "-"}
-    md, csv = report.write_reports(tmp_path, [result], info, quick=True, steps=case["steps"], dt=case["dt"],
-                                   scratch=tmp_path)
+    info = {
+        "cpu": "test",
+        "cores": 1,
+        "cores_usable": 1,
+        "mem_mb": None,
+        "loadavg": [0.0] * 3,
+        "loadavg_end": [0.0] * 3,
+        "total_s": 1.0,
+        "date": "-",
+        "commit": "-",
+    }
+    md, csv = report.write_reports(
+        tmp_path, [result], info, quick=True, steps=case["steps"], dt=case["dt"], scratch=tmp_path
+    )
     assert result["id"] in md.read_text() and result["id"] in csv.read_text()
 
 

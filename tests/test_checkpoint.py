@@ -13,18 +13,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import basix.ufl
 import numpy as np
 import pytest
-import ufl
-from dolfinx import fem, mesh
+
 from mpi4py import MPI
 
+import basix.ufl
+import ufl
+from dolfinx import fem, mesh
+
 from nzsp_fem.io import checkpoint as ckpt
-from nzsp_fem.io.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints,
-                                 read_checkpoint, write_checkpoint)
-from nzsp_fem.physics.plasticity import PlasticState
+from nzsp_fem.io.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+    write_checkpoint,
+)
 from nzsp_fem.io.probes import ProbeEvaluator
+from nzsp_fem.physics.plasticity import PlasticState
 
 COMM = MPI.COMM_WORLD
 HERE = Path(__file__).resolve()
@@ -36,9 +43,12 @@ def serial_only(test):
     return pytest.mark.serial(test)
 
 
-METADATA = {"t": 0.125, "dt": 1.0 / 3.0, "step": 7,
-            "controller": {"dt_prev": 0.1 / 3.0, "growth": 1.25, "history": [3, 4, 5],
-                           "np_scalar": np.float64(2.0) / 7.0}}
+METADATA = {
+    "t": 0.125,
+    "dt": 1.0 / 3.0,
+    "step": 7,
+    "controller": {"dt_prev": 0.1 / 3.0, "growth": 1.25, "history": [3, 4, 5], "np_scalar": np.float64(2.0) / 7.0},
+}
 
 
 def build_mesh(comm=COMM, n=(7, 5)):
@@ -61,12 +71,22 @@ def make_functions(msh) -> dict[str, fem.Function]:
     P2v = fem.functionspace(msh, ("Lagrange", 2, (2,)))
     P3 = fem.functionspace(msh, ("Lagrange", 3))  # dof permutations (in the dofmap)
     N1 = fem.functionspace(msh, ("N1curl", 2))  # dof transformations (edge orientation)
-    W = fem.functionspace(msh, basix.ufl.mixed_element(
-        [basix.ufl.element("Lagrange", cell, 1), basix.ufl.element("Lagrange", cell, 2, shape=(2,))]))
+    W = fem.functionspace(
+        msh,
+        basix.ufl.mixed_element(
+            [basix.ufl.element("Lagrange", cell, 1), basix.ufl.element("Lagrange", cell, 2, shape=(2,))]
+        ),
+    )
     state = PlasticState(msh, quadrature_degree=2)
-    return {"T": fem.Function(P1), "u": fem.Function(P2v), "c3": fem.Function(P3),
-            "n1": fem.Function(N1),
-            "w": fem.Function(W), "eps_p": state.eps_p, "p": state.p}
+    return {
+        "T": fem.Function(P1),
+        "u": fem.Function(P2v),
+        "c3": fem.Function(P3),
+        "n1": fem.Function(N1),
+        "w": fem.Function(W),
+        "eps_p": state.eps_p,
+        "p": state.p,
+    }
 
 
 def fill(fs: dict[str, fem.Function], shift: float = 0.0) -> dict[str, fem.Function]:
@@ -79,9 +99,13 @@ def fill(fs: dict[str, fem.Function], shift: float = 0.0) -> dict[str, fem.Funct
     msh = fs["p"].function_space.mesh
     X = ufl.SpatialCoordinate(msh)
     a, b = X[0], X[1]
-    tensor = ufl.as_tensor([[ufl.sin(3 * a + 1) + shift, a * b, b ** 2],
-                            [a - 2 * b, ufl.exp(a * b), 0.5 + shift],
-                            [a ** 3, ufl.cos(b), a + 7 * b]])
+    tensor = ufl.as_tensor(
+        [
+            [ufl.sin(3 * a + 1) + shift, a * b, b**2],
+            [a - 2 * b, ufl.exp(a * b), 0.5 + shift],
+            [a**3, ufl.cos(b), a + 7 * b],
+        ]
+    )
     for name, expr in (("eps_p", tensor), ("p", ufl.sin(4 * a) * ufl.cos(3 * b) + a + shift)):
         V = fs[name].function_space
         fs[name].interpolate(fem.Expression(expr, V.element.interpolation_points()))
@@ -89,8 +113,7 @@ def fill(fs: dict[str, fem.Function], shift: float = 0.0) -> dict[str, fem.Funct
 
 
 def max_error(a: dict, b: dict) -> dict[str, float]:
-    return {k: COMM.allreduce(float(np.max(np.abs(a[k].x.array - b[k].x.array), initial=0.0)),
-                              op=MPI.MAX) for k in a}
+    return {k: COMM.allreduce(float(np.max(np.abs(a[k].x.array - b[k].x.array), initial=0.0)), op=MPI.MAX) for k in a}
 
 
 PROBED = ("T", "u", "c3", "n1")
@@ -139,9 +162,12 @@ def shared_dir(tmp_path_factory):
 
 def run_workers(*args, n: int = 2, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run this file as a worker under ``mpirun -n n`` (n=1: plain python)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PMIX_") and not (k.startswith("OMPI_") and not (
-               k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PMIX_")
+        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
+    }
     cmd = [sys.executable, "-m", "mpi4py", str(HERE), *map(str, args)]
     if n > 1:
         cmd = ["mpirun", "-n", str(n), *cmd]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dolfinx import fem
-from dolfinx import mesh as dmesh
+
 from mpi4py import MPI
 
-from nzsp_fem.io import figures
+from dolfinx import fem
+from dolfinx import mesh as dmesh
+
+from nzsp_fem.io import drawing, figures
 from nzsp_fem.io.figures import (
     Panel,
     gather_cell_field,
@@ -55,8 +57,14 @@ def _functions(msh):
     Q = fem.functionspace(msh, ("DG", 0))
     Qv = fem.functionspace(msh, ("DG", 0, (2,)))
     out = {}
-    for name, space, f in (("u", V, _u), ("eta", V, _eta), ("u2", V2, _u), ("c", Q, _c), ("beta", Q, _beta),
-                           ("v", Qv, _v)):
+    for name, space, f in (
+        ("u", V, _u),
+        ("eta", V, _eta),
+        ("u2", V2, _u),
+        ("c", Q, _c),
+        ("beta", Q, _beta),
+        ("v", Qv, _v),
+    ):
         out[name] = fem.Function(space, name=name)
         out[name].interpolate(f)
         out[name].x.scatter_forward()
@@ -76,9 +84,13 @@ def _grain_tags(msh):
 def _gather(comm):
     msh = dmesh.create_unit_square(comm, N, N)
     f = _functions(msh)
-    return gather_grid(msh, {"u": f["u"], "eta": f["eta"], "u2": f["u2"]},
-                       {"c": f["c"], "beta": f["beta"], "v": f["v"]}, {"grain": _grain_tags(msh)},
-                       length_scale=1e-6)
+    return gather_grid(
+        msh,
+        {"u": f["u"], "eta": f["eta"], "u2": f["u2"]},
+        {"c": f["c"], "beta": f["beta"], "v": f["v"]},
+        {"grain": _grain_tags(msh)},
+        length_scale=1e-6,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -193,19 +205,22 @@ def test_gather_3d_and_mixed_subfunction():
 def test_nice_length_and_ticks():
     assert nice_length(0.25) == 0.2 and nice_length(0.5) == 0.5 and nice_length(7.0) == 5.0
     assert nice_length(1.0) == 1.0 and nice_length(0.031) == 0.02
-    t = figures._ticks(-0.218, 0.02, False)
+    t = drawing._ticks(-0.218, 0.02, False)
     assert np.allclose(t, [-0.2, -0.15, -0.1, -0.05, 0.0])
-    t = figures._ticks(1e2, 1e6, True)
+    t = drawing._ticks(1e2, 1e6, True)
     assert np.allclose(t, [1e2, 1e3, 1e4, 1e5, 1e6])
-    assert figures._tick_format(np.array([1e4, 2e4])) == "%.0e"
+    assert drawing._tick_format(np.array([1e4, 2e4])) == "%.0e"
 
 
 # --------------------------------------------------------------------------- figures
 
 
 def test_plot_fields(grid, tmp_path):
-    panels = [Panel("u", "u (V)", "coolwarm"), Panel("v", "|v| (A/m²)", "inferno", log=True),
-              Panel("c", "c (mol/m³)", "viridis", clim=(0.0, 2.0))]
+    panels = [
+        Panel("u", "u (V)", "coolwarm"),
+        Panel("v", "|v| (A/m²)", "inferno", log=True),
+        Panel("c", "c (mol/m³)", "viridis", clim=(0.0, 2.0)),
+    ]
     out = plot_fields(grid, panels, tmp_path / "fields.png", title="fields", contour="eta")
     if COMM.rank != 0:
         assert out is None
@@ -257,11 +272,13 @@ def test_plot_comparison_shares_colour_limits(grid, tmp_path):
         g.point_data["u"] = grid.point_data["u"] * (1 + k) - k
         g.cell_data["v_magnitude"] = grid.cell_data["v_magnitude"] * 10.0**k
         grids.append(g)
-    panels = [Panel("u", "u (V)", "coolwarm"), Panel("v_magnitude", "|i| (A/m²)", "inferno", log=True),
-              Panel("eta", "η", "viridis", clim=(0.0, 1.0))]
+    panels = [
+        Panel("u", "u (V)", "coolwarm"),
+        Panel("v_magnitude", "|i| (A/m²)", "inferno", log=True),
+        Panel("eta", "η", "viridis", clim=(0.0, 1.0)),
+    ]
     labels = ["1 GPa", "20 GPa", "50 GPa", "80 GPa"]
-    out = plot_comparison(grids, labels, panels, tmp_path / "comparison.png", title="GB Young's modulus",
-                          contour="eta")
+    out = plot_comparison(grids, labels, panels, tmp_path / "comparison.png", title="GB Young's modulus", contour="eta")
     nx, ny = _check_png(out["path"])
     assert nx > ny  # cases as columns
     all_u = np.concatenate([g.point_data["u"] for g in grids])
@@ -280,8 +297,10 @@ def test_plot_probes(tmp_path):
     if COMM.rank != 0:
         return
     t = np.linspace(0.0, 1e-3, 40)
-    series = {f"{E} GPa": {"GB probe": (t, (1 + k) * np.sqrt(t) * 1e5), "grain probe": (t, (1 + k) * t * 1e6)}
-              for k, E in enumerate((1, 20, 50, 80))}
+    series = {
+        f"{E} GPa": {"GB probe": (t, (1 + k) * np.sqrt(t) * 1e5), "grain probe": (t, (1 + k) * t * 1e6)}
+        for k, E in enumerate((1, 20, 50, 80))
+    }
     out = plot_probes(series, "|i| (A/m²)", tmp_path / "probes.png", time_scale=1e3, time_label="t (ms)")
     assert out["probes"] == ["GB probe", "grain probe"]
     _check_png(out["path"])

@@ -11,8 +11,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nzsp_fem"
 # Bottom to top. A module's layer is its sub-package, or its own name at the top level.
-LAYERS = ["exit_codes", "config", "mesh", "physics", "problem", "solver", "io", "run", "study", "cli",
-          "__main__", "__init__"]
+LAYERS = [
+    "exit_codes",
+    "config",
+    "mesh",
+    "physics",
+    "problem",
+    "solver",
+    "io",
+    "run",
+    "study",
+    "cli",
+    "__main__",
+    "__init__",
+]
 MAX_LINES = 600
 
 pytestmark = pytest.mark.serial
@@ -67,8 +79,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_from_a_layer_above():
-    offenders = [f"{m} (layer {LAYERS[layer_of(m)]}) imports {t} (layer {LAYERS[layer_of(t)]})"
-                 for m, targets in graph().items() for t in targets if layer_of(t) > layer_of(m)]
+    offenders = [
+        f"{m} (layer {LAYERS[layer_of(m)]}) imports {t} (layer {LAYERS[layer_of(t)]})"
+        for m, targets in graph().items()
+        for t in targets
+        if layer_of(t) > layer_of(m)
+    ]
     assert not offenders, "\n".join(offenders)
 
 
@@ -86,7 +102,7 @@ def test_no_import_cycle():
             if t not in g:
                 continue
             if state.get(t) == 1:
-                cycle = stack[stack.index(t):] + [t]
+                cycle = stack[stack.index(t) :] + [t]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if t not in state:
                 visit(t)

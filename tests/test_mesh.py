@@ -7,10 +7,12 @@ import hashlib
 
 import numpy as np
 import pytest
+
+from mpi4py import MPI
+
 import ufl
 from dolfinx import fem
 from dolfinx import mesh as dmesh
-from mpi4py import MPI
 
 from nzsp_fem.mesh import (
     BACK,
@@ -211,7 +213,9 @@ def test_symmetric_seeds_and_single_grain(cache_root):
     np.testing.assert_allclose(gb_distance(poly, x), [0.8, 0.01, 0.0, 0.3], atol=1e-12)
     np.testing.assert_allclose(poly.nuclei, [[0.5, 0.5], [1.5, 0.5]], atol=1e-12)
 
-    single = build_polycrystal(dataclasses.replace(SPEC2D, n_grains=1, h_grain=250e-9), COMM, cache_dir=cache_root / "one")
+    single = build_polycrystal(
+        dataclasses.replace(SPEC2D, n_grains=1, h_grain=250e-9), COMM, cache_dir=cache_root / "one"
+    )
     assert single.gb_length == 0.0 and single.grain_ids == [1]
     assert integrate(one * ufl.dx(domain=single.mesh)) == pytest.approx(2.0, rel=1e-10)
     assert integrate(gb_indicator(single) * ufl.dx(domain=single.mesh)) == 0.0
@@ -252,7 +256,14 @@ def test_3d_smooth(cache_root):
     assert integrate(one * ufl.dx(domain=msh)) == pytest.approx(1.0, rel=1e-10)
     ds = ufl.Measure("ds", domain=msh, subdomain_data=poly.facet_tags)
     x = ufl.SpatialCoordinate(msh)
-    for tag, axis, value in ((LEFT, 0, 0.0), (RIGHT, 0, 1.0), (BOTTOM, 1, 0.0), (TOP, 1, 1.0), (FRONT, 2, 0.0), (BACK, 2, 1.0)):
+    for tag, axis, value in (
+        (LEFT, 0, 0.0),
+        (RIGHT, 0, 1.0),
+        (BOTTOM, 1, 0.0),
+        (TOP, 1, 1.0),
+        (FRONT, 2, 0.0),
+        (BACK, 2, 1.0),
+    ):
         assert integrate(one * ds(tag)) == pytest.approx(1.0, rel=1e-10)
         assert integrate(x[axis] * ds(tag)) == pytest.approx(value, abs=1e-10)  # on the right face
     dx = cell_measure(poly)

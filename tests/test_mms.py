@@ -36,16 +36,18 @@ from __future__ import annotations
 
 import math
 
-import basix.ufl
 import numpy as np
 import pytest
+
+from mpi4py import MPI
+
+import basix.ufl
 import ufl
 from dolfinx import fem
 from dolfinx import mesh as dmesh
-from mpi4py import MPI
 
-from nzsp_fem.physics import forms
 from nzsp_fem.config import Config
+from nzsp_fem.physics import forms
 from nzsp_fem.physics.materials import PhaseValues, mix
 from nzsp_fem.physics.parameters import interface_width
 from nzsp_fem.solver.snes import SNESProblem
@@ -58,19 +60,28 @@ Q_ERROR = 8
 T0, DT = 0.3, 0.2
 T1 = T0 + DT
 PI = math.pi
-SITE_RATIO = 9.71          # c_m / c0 of Table 1
+SITE_RATIO = 9.71  # c_m / c0 of Table 1
 ELECTRONS = 1
 
 
 def snes_options(**overrides):
-    opts = {"snes_type": "newtonls", "snes_linesearch_type": "bt", "ksp_type": "preonly",
-            "pc_type": "lu", "pc_factor_mat_solver_type": "mumps", "snes_rtol": 1e-11,
-            "snes_atol": 1e-12, "snes_stol": 0.0, "snes_max_it": 30}
+    opts = {
+        "snes_type": "newtonls",
+        "snes_linesearch_type": "bt",
+        "ksp_type": "preonly",
+        "pc_type": "lu",
+        "pc_factor_mat_solver_type": "mumps",
+        "snes_rtol": 1e-11,
+        "snes_atol": 1e-12,
+        "snes_stol": 0.0,
+        "snes_max_it": 30,
+    }
     opts.update(overrides)
     return opts
 
 
 # Helpers ----------------------------------------------------------------------------------
+
 
 def unit_square(n):
     return dmesh.create_unit_square(COMM, n, n)
@@ -128,8 +139,7 @@ def solve(F, u, bcs, **overrides):
 
 
 def rates_of(errors):
-    return [math.log(errors[i] / errors[i + 1]) / math.log(SIZES[i + 1] / SIZES[i])
-            for i in range(len(errors) - 1)]
+    return [math.log(errors[i] / errors[i + 1]) / math.log(SIZES[i + 1] / SIZES[i]) for i in range(len(errors) - 1)]
 
 
 def check_rates(name, errors):
@@ -147,6 +157,7 @@ def check_rates(name, errors):
 
 
 # Strong forms, transcribed from shared/MODEL.md (independently of forms.py) -----------------
+
 
 def g_model(e):
     """g(eta)/W = eta^2 (1 - eta)^2."""
@@ -172,8 +183,9 @@ def butler_volmer_model(c, phi, p):
 
 def local_rate_model(eta, c, phi, mech, p):
     """d eta/dt without the gradient term: -L [g' + dpsi_e/deta] - L_eta h'(eta) BV (scaled)."""
-    return (-p.mobility * (slope(g_model, eta) + mech)
-            - p.reaction * slope(h_model, eta) * butler_volmer_model(c, phi, p))
+    return -p.mobility * (slope(g_model, eta) + mech) - p.reaction * slope(h_model, eta) * butler_volmer_model(
+        c, phi, p
+    )
 
 
 def kappa_model(grad_eta, strength, mode, angle, floor):
@@ -190,8 +202,7 @@ def kappa_model(grad_eta, strength, mode, angle, floor):
 
 def rate_model(eta, c, phi, mech, kappa, p):
     """d eta/dt = local rate + L div(kappa grad eta) (MODEL.md eq. 1, scaled)."""
-    return (local_rate_model(eta, c, phi, mech, p)
-            + p.mobility * ufl.div(p.gradient * kappa * ufl.grad(eta)))
+    return local_rate_model(eta, c, phi, mech, p) + p.mobility * ufl.div(p.gradient * kappa * ufl.grad(eta))
 
 
 def allen_cahn_source(eta1, eta0, c, phi, mech, kappa, p):
@@ -201,8 +212,7 @@ def allen_cahn_source(eta1, eta0, c, phi, mech, kappa, p):
 
 def nernst_planck_source(c1, c0, phi, D, sink):
     """(c - c_old)/dt - div(D grad c + D c n grad phi) + (c_m/c0) sink of the exact fields."""
-    return ((c1 - c0) / DT - ufl.div(D * (ufl.grad(c1) + ELECTRONS * c1 * ufl.grad(phi)))
-            + SITE_RATIO * sink)
+    return (c1 - c0) / DT - ufl.div(D * (ufl.grad(c1) + ELECTRONS * c1 * ufl.grad(phi))) + SITE_RATIO * sink
 
 
 def charge_source_model(phi, sigma, rate, charge_source):
@@ -211,6 +221,7 @@ def charge_source_model(phi, sigma, rate, charge_source):
 
 
 # Manufactured fields (x: SpatialCoordinate, t: float) -----------------------------------------
+
 
 def eta_field(x, t):
     """In [0.15, 0.85]: h'(eta) and g'(eta) are far from zero, the BV term is active."""
@@ -245,11 +256,13 @@ def beta_field(x):
 
 
 def ac_parameters(reaction=2.0):
-    return forms.AllenCahnParameters(mobility=1.0, gradient=0.1, reaction=reaction, alpha=0.5,
-                                     electrons=ELECTRONS, equilibrium_potential=0.1)
+    return forms.AllenCahnParameters(
+        mobility=1.0, gradient=0.1, reaction=reaction, alpha=0.5, electrons=ELECTRONS, equilibrium_potential=0.1
+    )
 
 
 # 1. Nernst-Planck with a given potential --------------------------------------------------
+
 
 @pytest.mark.parametrize("unknown", ["c", "ln c"])
 def test_nernst_planck(unknown):
@@ -294,6 +307,7 @@ def test_nernst_planck(unknown):
 
 # 2. Charge conservation --------------------------------------------------------------------
 
+
 def test_charge_conservation():
     """div(sigma grad phi) = n F c_m d eta/dt (MODEL.md eq. 5) with a spatially variable sigma
     (contrast 10 through h of a smooth field) and a given deposition rate passed through the
@@ -321,8 +335,8 @@ def test_charge_conservation():
 
 # 3. Allen-Cahn with Butler-Volmer kinetics ----------------------------------------------------
 
-@pytest.mark.parametrize("anisotropy", [None, (0.05, 4, 0.3, 0.05)],
-                         ids=["isotropic", "anisotropic"])
+
+@pytest.mark.parametrize("anisotropy", [None, (0.05, 4, 0.3, 0.05)], ids=["isotropic", "anisotropic"])
 def test_allen_cahn(anisotropy):
     """MODEL.md eq. 1 with given c and phi, Butler-Volmer active (reaction = 2,
     E_eq = 0.1) and a given mechanical driving force, solved by Newton.
@@ -361,11 +375,11 @@ def test_allen_cahn(anisotropy):
         F -= allen_cahn_source(eta_exact, eta_old, c, phi, mech, kappa_exact, p) * v * dx
         solve(F, eta, [exact_bc(V, eta_exact)])
         errors.append(l2_error(eta, eta_exact, msh))
-    check_rates(f"Allen-Cahn + Butler-Volmer ({'isotropic' if anisotropy is None else 'anisotropic'})",
-                errors)
+    check_rates(f"Allen-Cahn + Butler-Volmer ({'isotropic' if anisotropy is None else 'anisotropic'})", errors)
 
 
 # 4. Coupled eta / c / phi --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("log_c", [False, True], ids=["c", "ln c"])
 def test_coupled(log_c):
@@ -416,6 +430,7 @@ def test_coupled(log_c):
 
         def rate(v):
             return forms.allen_cahn_rate(v, eta, local_rate, 1.0, p, dx)
+
         F = forms.allen_cahn_residual(eta, eta0, DT, v_eta, rate(v_eta), dx)
         D = mix(diffusivities, eta, beta)
         flux = forms.nernst_planck_flux(c, grad_c, ufl.grad(phi), D, ELECTRONS)
@@ -441,6 +456,7 @@ def test_coupled(log_c):
 
 
 # 5. 1D Allen-Cahn equilibrium: the interface width --------------------------------------------
+
 
 def test_allen_cahn_equilibrium_width():
     """The flat equilibrium interface of Allen-Cahn has the analytic width of Config.
@@ -473,14 +489,13 @@ def test_allen_cahn_equilibrium_width():
     assert math.isclose(width_si, math.sqrt(2 * pf.gradient_coefficient / pf.barrier_height))
     l0 = 20.0 * width_si
     gradient = pf.gradient_coefficient / (pf.barrier_height * l0**2)
-    width = width_si / l0                                   # 0.05
+    width = width_si / l0  # 0.05
     length, height, nx = 1.0, 0.02, 200
     msh = dmesh.create_rectangle(COMM, [np.array([0.0, 0.0]), np.array([length, height])], [nx, 2])
     dx = measure(msh, Q_SOLVE)
     V = p1(msh)
     v = ufl.TestFunction(V)
-    p = forms.AllenCahnParameters(mobility=1.0, gradient=gradient, reaction=0.0, alpha=0.5,
-                                  electrons=ELECTRONS)
+    p = forms.AllenCahnParameters(mobility=1.0, gradient=gradient, reaction=0.0, alpha=0.5, electrons=ELECTRONS)
     eta, eta_old = fem.Function(V), fem.Function(V)
     mid = 0.5 * length
     eta.interpolate(lambda xx: np.where(np.isclose(xx[0], mid), 0.5, (xx[0] < mid).astype(float)))
@@ -493,8 +508,10 @@ def test_allen_cahn_equilibrium_width():
     fdim = msh.topology.dim - 1
     left = dmesh.locate_entities_boundary(msh, fdim, lambda xx: np.isclose(xx[0], 0.0))
     right = dmesh.locate_entities_boundary(msh, fdim, lambda xx: np.isclose(xx[0], length))
-    bcs = [fem.dirichletbc(1.0, fem.locate_dofs_topological(V, fdim, left), V),
-           fem.dirichletbc(0.0, fem.locate_dofs_topological(V, fdim, right), V)]
+    bcs = [
+        fem.dirichletbc(1.0, fem.locate_dofs_topological(V, fdim, left), V),
+        fem.dirichletbc(0.0, fem.locate_dofs_topological(V, fdim, right), V),
+    ]
     problem = SNESProblem(F, eta, bcs, snes_options(snes_rtol=1e-12, snes_atol=1e-11))
     change, steps = math.inf, 0
     while change > 1e-10 or float(dt.value) < 100.0:
@@ -521,11 +538,13 @@ def test_allen_cahn_equilibrium_width():
     misfit = float(np.max(np.abs(values - profile(xs, mid, width))))
     error = w_fit / width - 1.0
     if COMM.rank == 0:
-        print(f"\nAllen-Cahn equilibrium: {steps} steps; analytic w = sqrt(2 kappa0/W) = "
-              f"{width_si:.4e} m = {width:.5f} l0; fitted w = {w_fit:.5f} l0 (error {100 * error:+.3f} %), "
-              f"x0 = {x0_fit:.5f}; integral w = {w_integral:.5f} l0 "
-              f"(error {100 * (w_integral / width - 1):+.3f} %); max |eta - tanh| = {misfit:.2e}",
-              flush=True)
+        print(
+            f"\nAllen-Cahn equilibrium: {steps} steps; analytic w = sqrt(2 kappa0/W) = "
+            f"{width_si:.4e} m = {width:.5f} l0; fitted w = {w_fit:.5f} l0 (error {100 * error:+.3f} %), "
+            f"x0 = {x0_fit:.5f}; integral w = {w_integral:.5f} l0 "
+            f"(error {100 * (w_integral / width - 1):+.3f} %); max |eta - tanh| = {misfit:.2e}",
+            flush=True,
+        )
     assert abs(error) < 0.02
     assert abs(w_integral / width - 1.0) < 0.02
     assert abs(x0_fit - mid) < 0.01 * width

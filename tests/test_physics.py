@@ -42,8 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dolfinx import fem
+
 from mpi4py import MPI
+
+from dolfinx import fem
 
 from nzsp_fem.config import Config, parse_config
 from nzsp_fem.mesh import LEFT, RIGHT, build_polycrystal, spec_from_config
@@ -161,11 +163,12 @@ def left_potential(pb: Sim) -> tuple[float, float]:
 @dataclass
 class Record:
     """Per accepted step: dt (s), the SNES report, the diagnostics, both electrode currents."""
+
     dt: list = field(default_factory=list)
     reports: list = field(default_factory=list)
     diags: list = field(default_factory=list)
-    i_left: list = field(default_factory=list)    # out through LEFT (= electrode_current_A)
-    i_right: list = field(default_factory=list)   # out through RIGHT
+    i_left: list = field(default_factory=list)  # out through LEFT (= electrode_current_A)
+    i_right: list = field(default_factory=list)  # out through RIGHT
     initial: object = None
     n_nodes: int = 0
 
@@ -188,8 +191,12 @@ def run_fixed(pb: Sim, dts, t0: float = 0.0) -> Record:
 
 @functools.lru_cache(maxsize=None)
 def growth_run(mechanics: bool, reservoir: bool, potential: float = PHI_APP, steps: int = 15) -> Record:
-    cfg = make_config({"electrochemistry": {"reservoir": reservoir, "electrode": {"potential": potential}},
-                       "mechanics": {"enabled": mechanics}})
+    cfg = make_config(
+        {
+            "electrochemistry": {"reservoir": reservoir, "electrode": {"potential": potential}},
+            "mechanics": {"enabled": mechanics},
+        }
+    )
     return run_fixed(make_problem(cfg), [DT] * steps)
 
 
@@ -202,6 +209,7 @@ def stored_charge_rate(cfg: Config, eta_before: float, eta_after: float, dt: flo
 # -----------------------------------------------------------------------------------------
 # 1. Na conservation
 # -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mechanics", [False, True], ids=["chem", "chem+mech"])
 def test_sodium_conserved_without_reservoir(mechanics):
@@ -226,16 +234,20 @@ def test_sodium_conserved_without_reservoir(mechanics):
     for k, (dt, rep, d) in enumerate(zip(rec.dt, rec.reports, rec.diags)):
         bound += dt / t0 * (1 + sr) * math.sqrt(rec.n_nodes) * rep.residual_norm / (d.integral_c + sr * d.integral_eta)
         drift = abs(d.total_sodium_mol - n0) / n0
-        rprint(f"  step {k + 1:2d}: |F| = {rep.residual_norm:.2e}, int eta = {d.integral_eta:.8f}, "
-               f"int c = {d.integral_c:.10f}, N = {d.total_sodium_mol:.15e}, drift = {drift:.2e}, "
-               f"bound = {bound:.2e}")
+        rprint(
+            f"  step {k + 1:2d}: |F| = {rep.residual_norm:.2e}, int eta = {d.integral_eta:.8f}, "
+            f"int c = {d.integral_c:.10f}, N = {d.total_sodium_mol:.15e}, drift = {drift:.2e}, "
+            f"bound = {bound:.2e}"
+        )
         assert drift <= max(bound, 1e-12), f"step {k + 1}: Na drift {drift:.3e} above the solver bound {bound:.3e}"
     assert bound < 1e-6
     # Not vacuous: Na moved from the electrolyte into the metal by percents.
     d_eta = (rec.diags[-1].integral_eta - rec.initial.integral_eta) / rec.initial.integral_eta
     d_c = rec.diags[-1].integral_c - rec.initial.integral_c
-    rprint(f"  int eta grew by {100 * d_eta:.2f} %; Delta int c = {d_c:.3e}, "
-           f"-(c_m/c0) Delta int eta = {-sr * (rec.diags[-1].integral_eta - rec.initial.integral_eta):.3e}")
+    rprint(
+        f"  int eta grew by {100 * d_eta:.2f} %; Delta int c = {d_c:.3e}, "
+        f"-(c_m/c0) Delta int eta = {-sr * (rec.diags[-1].integral_eta - rec.initial.integral_eta):.3e}"
+    )
     assert d_eta > 0.02
     assert d_c < -1e3 * max(bound, 1e-12) * rec.initial.integral_c
 
@@ -244,12 +256,14 @@ def test_sodium_conserved_without_reservoir(mechanics):
 # 2. Charge balance
 # -----------------------------------------------------------------------------------------
 
+
 def test_homogeneous_strip_current_matches_ohm():
     """No metal (eta = 0), sigma_GB = sigma_SE: phi is linear and both electrodes carry
     I = sigma |phi_app| / L * H (P1 represents the linear phi exactly)."""
     sigma = 0.1
-    cfg = make_config({"materials": {"grain_boundary": {"E": "50 GPa", "conductivity": sigma}},
-                       "phase_field": {"reaction_rate": 0.0}})
+    cfg = make_config(
+        {"materials": {"grain_boundary": {"E": "50 GPa", "conductivity": sigma}}, "phase_field": {"reaction_rate": 0.0}}
+    )
     pb = make_problem(cfg)
     pb.set_sub("eta", 0.0)
     pb.commit()  # eta = 0 also in the old state (no plastic state: mechanics off)
@@ -257,8 +271,10 @@ def test_homogeneous_strip_current_matches_ohm():
     expected = sigma * abs(PHI_APP) / WIDTH * HEIGHT
     rprint(f"\n[homogeneous strip] expected I = {expected:.15e} A/m")
     for k, (il, ir) in enumerate(zip(rec.i_left, rec.i_right)):
-        rprint(f"  step {k + 1}: I_left(out) = {il:.15e}, I_right(in) = {-ir:.15e}, "
-               f"rel. errors {il / expected - 1:.2e}, {-ir / expected - 1:.2e}")
+        rprint(
+            f"  step {k + 1}: I_left(out) = {il:.15e}, I_right(in) = {-ir:.15e}, "
+            f"rel. errors {il / expected - 1:.2e}, {-ir / expected - 1:.2e}"
+        )
         assert il == pytest.approx(expected, rel=1e-8)
         assert -ir == pytest.approx(expected, rel=1e-8)
         assert rec.diags[k].eta_max == pytest.approx(0.0, abs=1e-12)
@@ -278,8 +294,10 @@ def test_polycrystal_charge_balance():
     cfg = make_config({"phase_field": {"reaction_rate": 0.0}})
     pb = make_problem(cfg)
     il0, ir0 = boundary_current(pb, LEFT, with_source=False), boundary_current(pb, RIGHT, with_source=False)
-    rprint(f"\n[polycrystal, initial conduction] I_left(out) = {il0:.15e}, I_right(in) = {-ir0:.15e}, "
-           f"rel. diff {(il0 + ir0) / il0:.2e}")
+    rprint(
+        f"\n[polycrystal, initial conduction] I_left(out) = {il0:.15e}, I_right(in) = {-ir0:.15e}, "
+        f"rel. diff {(il0 + ir0) / il0:.2e}"
+    )
     assert il0 > 0
     assert -ir0 == pytest.approx(il0, rel=1e-8)
     rec = run_fixed(pb, [DT] * 3)
@@ -287,9 +305,11 @@ def test_polycrystal_charge_balance():
     for k, (dt, d, il, ir) in enumerate(zip(rec.dt, rec.diags, rec.i_left, rec.i_right)):
         stored = stored_charge_rate(cfg, eta_prev, d.integral_eta, dt)
         eta_prev = d.integral_eta
-        rprint(f"  step {k + 1}: I_left(out) = {il:.12e}, I_right(in) = {-ir:.12e}, raw rel. diff "
-               f"{(il + ir) / il:.2e}, stored nFc_m dInt(eta)/dt = {stored:.3e}, "
-               f"balance error {(-ir - il - stored) / il:.2e}")
+        rprint(
+            f"  step {k + 1}: I_left(out) = {il:.12e}, I_right(in) = {-ir:.12e}, raw rel. diff "
+            f"{(il + ir) / il:.2e}, stored nFc_m dInt(eta)/dt = {stored:.3e}, "
+            f"balance error {(-ir - il - stored) / il:.2e}"
+        )
         assert -ir - il == pytest.approx(stored, abs=1e-8 * abs(il))
 
 
@@ -312,8 +332,10 @@ def test_charge_balance_during_growth(mechanics):
         stored = stored_charge_rate(cfg, eta_prev, d.integral_eta, dt)
         eta_prev = d.integral_eta
         scale = max(abs(il), abs(ir), abs(stored))
-        rprint(f"  step {k + 1:2d}: I_left(out) = {il:+.6e}, I_right(in) = {-ir:+.6e}, "
-               f"stored = {stored:+.6e} A/m, balance error {(-ir - il - stored) / scale:.2e}")
+        rprint(
+            f"  step {k + 1:2d}: I_left(out) = {il:+.6e}, I_right(in) = {-ir:+.6e}, "
+            f"stored = {stored:+.6e} A/m, balance error {(-ir - il - stored) / scale:.2e}"
+        )
         assert stored > 0
         assert -ir - il == pytest.approx(stored, abs=1e-8 * scale)
 
@@ -340,12 +362,16 @@ def test_galvanostatic_current(sign):
     rec = run_fixed(pb, [DT] * 4)
     expected = i_app * HEIGHT
     lo, hi = left_potential(pb)
-    rprint(f"\n[galvanostatic i_app = {i_app:+.1e} A/m^2] expected I = {expected:+.6e} A/m, "
-           f"phi(left) in [{lo:+.5f}, {hi:+.5f}] V")
+    rprint(
+        f"\n[galvanostatic i_app = {i_app:+.1e} A/m^2] expected I = {expected:+.6e} A/m, "
+        f"phi(left) in [{lo:+.5f}, {hi:+.5f}] V"
+    )
     etas = [rec.initial.integral_eta] + [d.integral_eta for d in rec.diags]
     for k, (d, il) in enumerate(zip(rec.diags, rec.i_left)):
-        rprint(f"  step {k + 1}: electrode_current_A = {d.electrode_current_A:+.15e} "
-               f"(rel. err {d.electrode_current_A / expected - 1:.2e}), int eta = {d.integral_eta:.10f}")
+        rprint(
+            f"  step {k + 1}: electrode_current_A = {d.electrode_current_A:+.15e} "
+            f"(rel. err {d.electrode_current_A / expected - 1:.2e}), int eta = {d.integral_eta:.10f}"
+        )
         assert d.electrode_current_A == pytest.approx(expected, rel=1e-6)
         assert il == d.electrode_current_A
     # Sign of the potential and of the growth.
@@ -358,7 +384,7 @@ def test_galvanostatic_current(sign):
 # 4. One rank vs two ranks
 # -----------------------------------------------------------------------------------------
 
-PARALLEL_SCRIPT = r'''
+PARALLEL_SCRIPT = r"""
 import json, sys
 from mpi4py import MPI
 from nzsp_fem.config import parse_config
@@ -385,7 +411,7 @@ for dt in dts:
 if comm.rank == 0:
     with open(sys.argv[2], "w") as f:
         json.dump({"ranks": comm.size, "rows": rows}, f)
-'''
+"""
 
 
 @pytest.mark.serial
@@ -407,8 +433,9 @@ def test_one_and_two_ranks_agree(tmp_path):
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
     if mpirun is None:
         pytest.skip("no mpirun")
-    cfg_dict = _merge(BASE, {"mechanics": {"enabled": True, "plasticity": True},
-                             "solver": {"rtol": 1e-12, "atol": 1e-9, "stol": 0.0}})
+    cfg_dict = _merge(
+        BASE, {"mechanics": {"enabled": True, "plasticity": True}, "solver": {"rtol": 1e-12, "atol": 1e-9, "stol": 0.0}}
+    )
     (tmp_path / "cfg.json").write_text(json.dumps(cfg_dict))
     script = tmp_path / "parallel_run.py"
     script.write_text(PARALLEL_SCRIPT)
@@ -425,13 +452,23 @@ def test_one_and_two_ranks_agree(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         results[n] = json.loads(out.read_text())
     assert results[2]["ranks"] == 2
-    tolerances = {"integral_eta": 1e-8, "integral_c": 1e-8, "integral_phi": 1e-8, "total_sodium_mol": 1e-8,
-                  "electrode_current_A": 1e-8, "max_von_mises_Pa": 1e-6, "max_plastic_strain": 1e-5}
+    tolerances = {
+        "integral_eta": 1e-8,
+        "integral_c": 1e-8,
+        "integral_phi": 1e-8,
+        "total_sodium_mol": 1e-8,
+        "electrode_current_A": 1e-8,
+        "max_von_mises_Pa": 1e-6,
+        "max_plastic_strain": 1e-5,
+    }
     print("\n[1 vs 2 ranks]")
     for k, (a, b) in enumerate(zip(results[1]["rows"], results[2]["rows"])):
         diffs = {key: abs(a[key] - b[key]) / abs(a[key]) for key in tolerances}
-        print(f"  step {k + 1}: " + ", ".join(f"{key} {a[key]:.10g} ({diffs[key]:.1e})" for key in tolerances)
-              + f"; Newton {a['newton_iterations']}/{b['newton_iterations']}")
+        print(
+            f"  step {k + 1}: "
+            + ", ".join(f"{key} {a[key]:.10g} ({diffs[key]:.1e})" for key in tolerances)
+            + f"; Newton {a['newton_iterations']}/{b['newton_iterations']}"
+        )
         for key, tol in tolerances.items():
             assert diffs[key] <= tol, f"step {k + 1}: {key} differs by {diffs[key]:.3e} (1 vs 2 ranks)"
     assert results[1]["rows"][-1]["max_plastic_strain"] > 0
@@ -440,6 +477,7 @@ def test_one_and_two_ranks_agree(tmp_path):
 # -----------------------------------------------------------------------------------------
 # 5. Failed step, rollback, retry
 # -----------------------------------------------------------------------------------------
+
 
 def _snapshot(pb: Sim):
     return pb.w.x.array.copy(), pb.plastic.eps_p.x.array.copy(), pb.plastic.p.x.array.copy()
@@ -469,8 +507,9 @@ def test_failed_step_leaves_no_trace():
     """
     opts = {"pc_factor_mat_solver_type": "superlu_dist"} if COMM.size > 1 else {}
     # max_it 10 (normal steps need 3-5 iterations) only makes the failing attempts cheaper.
-    cfg = make_config({"mechanics": {"enabled": True, "plasticity": True},
-                       "solver": {"max_it": 10, "petsc_options": opts}})
+    cfg = make_config(
+        {"mechanics": {"enabled": True, "plasticity": True}, "solver": {"max_it": 10, "petsc_options": opts}}
+    )
     pa = make_problem(cfg)
     initial = _snapshot(pa)
     run_fixed(pa, [DT, DT])
@@ -520,6 +559,7 @@ def test_failed_step_leaves_no_trace():
 # 6. Sign of growth
 # -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("potential", [PHI_APP, -PHI_APP], ids=["plating", "stripping"])
 def test_electrode_nucleus_grows_under_negative_potential(potential):
     """MODEL.md: eta_a < 0 makes I_BV < 0, so a nucleus touching the left electrode grows
@@ -528,9 +568,11 @@ def test_electrode_nucleus_grows_under_negative_potential(potential):
     rec = growth_run(False, reservoir=True, potential=potential, steps=10)
     etas = [rec.initial.integral_eta] + [d.integral_eta for d in rec.diags]
     depths = [rec.initial.penetration_depth_m] + [d.penetration_depth_m for d in rec.diags]
-    rprint(f"\n[sign, phi_app = {potential:+.2f} V] int eta: {etas[0]:.8f} -> {etas[-1]:.8f} "
-           f"({100 * (etas[-1] / etas[0] - 1):+.2f} %), depth {depths[0] * 1e9:.2f} -> {depths[-1] * 1e9:.2f} nm, "
-           f"electrode_current_A {rec.i_left[0]:+.4e} -> {rec.i_left[-1]:+.4e} A/m")
+    rprint(
+        f"\n[sign, phi_app = {potential:+.2f} V] int eta: {etas[0]:.8f} -> {etas[-1]:.8f} "
+        f"({100 * (etas[-1] / etas[0] - 1):+.2f} %), depth {depths[0] * 1e9:.2f} -> {depths[-1] * 1e9:.2f} nm, "
+        f"electrode_current_A {rec.i_left[0]:+.4e} -> {rec.i_left[-1]:+.4e} A/m"
+    )
     steps = np.diff(etas)
     if potential < 0:
         assert np.all(steps > 0), steps

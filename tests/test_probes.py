@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dolfinx import fem, mesh
+
 from mpi4py import MPI
+
+from dolfinx import fem, mesh
 
 from nzsp_fem.io.probes import ProbeEvaluator
 

@@ -45,15 +45,22 @@ def _env():
 
 
 def _run(config, outdir, ranks=1, *extra):
-    result = subprocess.run(_command(config, outdir, ranks, *extra), env=_env(), capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        _command(config, outdir, ranks, *extra), env=_env(), capture_output=True, text=True, timeout=600
+    )
     return result
 
 
 def _kill_after_checkpoint(config, outdir, ranks, sig, min_step=6):
     """Start a run and send ``sig`` once a checkpoint of step >= min_step is complete."""
-    proc = subprocess.Popen(_command(config, outdir, ranks), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        _command(config, outdir, ranks),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     latest = outdir / "checkpoints" / "latest"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -71,6 +78,7 @@ def _kill_after_checkpoint(config, outdir, ranks, sig, min_step=6):
 
 def _final_state(outdir: Path):
     import pyvista
+
     grid = pyvista.read(outdir / "final_state.vtu")
     summary = json.loads((outdir / "summary.json").read_text())
     return grid, summary

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from mpi4py import MPI
 
 from nzsp_fem.config import parse_config
@@ -21,21 +22,30 @@ COMM = MPI.COMM_WORLD
 
 
 def _reduced_study(outdir: Path):
-    return parse_config({
-        "name": "gb-conductivity-reduced",
-        "domain": {"size": ["0.6 um", "0.4 um"]},
-        # A GB along y = 0.2 um meets the electrode where the nucleus sits.
-        "microstructure": {"grains": 3, "seeds": [["0.2 um", "0.1 um"], ["0.2 um", "0.3 um"], ["0.5 um", "0.2 um"]]},
-        "mesh": {"size_grain": "60 nm", "size_gb": "15 nm", "size_nucleus": "15 nm"},
-        "nuclei": {"positions": [[0, "0.2 um"]], "radius": "60 nm"},
-        "materials": {"transport": "nernst-einstein"},
-        "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
-        "mechanics": {"enabled": False},
-        "time": {"t_end": "10 us", "dt_initial": "2 us", "n_outputs": 1},
-        "output": {"directory": str(outdir), "verbosity": 0, "checkpoint_every_steps": 0,
-                   "probes": [{"name": "gb", "position": ["0.3 um", "0.2 um"]}]},
-        "study": {"parameter": "materials.grain_boundary.conductivity", "values": ["0.0125 S/m", "25 S/m"]},
-    })
+    return parse_config(
+        {
+            "name": "gb-conductivity-reduced",
+            "domain": {"size": ["0.6 um", "0.4 um"]},
+            # A GB along y = 0.2 um meets the electrode where the nucleus sits.
+            "microstructure": {
+                "grains": 3,
+                "seeds": [["0.2 um", "0.1 um"], ["0.2 um", "0.3 um"], ["0.5 um", "0.2 um"]],
+            },
+            "mesh": {"size_grain": "60 nm", "size_gb": "15 nm", "size_nucleus": "15 nm"},
+            "nuclei": {"positions": [[0, "0.2 um"]], "radius": "60 nm"},
+            "materials": {"transport": "nernst-einstein"},
+            "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
+            "mechanics": {"enabled": False},
+            "time": {"t_end": "10 us", "dt_initial": "2 us", "n_outputs": 1},
+            "output": {
+                "directory": str(outdir),
+                "verbosity": 0,
+                "checkpoint_every_steps": 0,
+                "probes": [{"name": "gb", "position": ["0.3 um", "0.2 um"]}],
+            },
+            "study": {"parameter": "materials.grain_boundary.conductivity", "values": ["0.0125 S/m", "25 S/m"]},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +96,9 @@ def test_outputs_open_in_vtk_and_adios2(study_dir):
     assert eta.max() > 0.9 and eta.min() < 0.1
     assert np.all(np.isfinite(grid.point_data["phi_V"]))
 
-    from nzsp_fem.io import checkpoint  # noqa: F401  (selects adios2's MPI bindings first)
     import adios2
+
+    from nzsp_fem.io import checkpoint  # noqa: F401  (selects adios2's MPI bindings first)
 
     with adios2.FileReader(str(study_dir / first_case / "fields" / "nodal.bp")) as reader:
         variables = reader.available_variables()

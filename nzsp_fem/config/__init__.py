@@ -5,5 +5,14 @@ from .loading import apply_override, load_config, parse_config, parse_override, 
 from .schema import Config, ConfigError, check_parameter_path
 from .units import to_si
 
-__all__ = ["Config", "ConfigError", "apply_override", "check_parameter_path", "load_config", "parse_config",
-           "parse_override", "to_si", "with_value"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_override",
+    "check_parameter_path",
+    "load_config",
+    "parse_config",
+    "parse_override",
+    "to_si",
+    "with_value",
+]

@@ -23,18 +23,22 @@ def _format_error(err: ValidationError) -> str:
     msg = first["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "missing":
         msg = "required key is missing"
-    if (first["type"] not in ("extra_forbidden", "missing") and "got" not in msg
-            and not isinstance(first.get("input"), (dict, list))):
+    if (
+        first["type"] not in ("extra_forbidden", "missing")
+        and "got" not in msg
+        and not isinstance(first.get("input"), (dict, list))
+    ):
         msg = f"{msg}, got {first['input']!r}"
     # Model validators name their own sub-path ("grain.yield_stress: ..."): join it on.
     if path and _SUBPATH.match(msg):
         return f"{path}.{msg}"
     return f"{path}: {msg}" if path else msg
+
 
 def _merged(defaults: Any, given: Any) -> Any:
     """Sections given by the user are laid over the defaults; values and lists replace."""
@@ -76,7 +80,7 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
             child = {}
             node[part] = child
         if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(path[:i + 1])}: is not a section, cannot set {'.'.join(path)}")
+            raise ConfigError(f"{'.'.join(path[: i + 1])}: is not a section, cannot set {'.'.join(path)}")
         node = child
     node[path[-1]] = value
 

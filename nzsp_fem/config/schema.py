@@ -94,10 +94,12 @@ class Materials(Strict):
     mixing: Literal["paper", "metal-first"] = "paper"
     transport: Literal["independent", "nernst-einstein"] = "independent"
     nu: Dimensionless = Field(0.3, gt=-1, lt=0.5)
-    metal: Phase = Field(default_factory=lambda: Phase(
-        E=5e9, conductivity=1e7, diffusivity=1.5e-16, yield_stress=0.5e6))
-    grain: Phase = Field(default_factory=lambda: Phase(
-        E=50e9, conductivity=0.1, diffusivity=1.5e-14, yield_stress=50e6))
+    metal: Phase = Field(
+        default_factory=lambda: Phase(E=5e9, conductivity=1e7, diffusivity=1.5e-16, yield_stress=0.5e6)
+    )
+    grain: Phase = Field(
+        default_factory=lambda: Phase(E=50e9, conductivity=0.1, diffusivity=1.5e-14, yield_stress=50e6)
+    )
     grain_boundary: Phase = Field(default_factory=lambda: Phase(E=50e9, conductivity=0.25))
 
     @model_validator(mode="after")
@@ -182,8 +184,9 @@ class TimeStepping(Strict):
         if self.dt_min > self.dt_max:
             raise ValueError(f"dt_min: {self.dt_min:g} s exceeds dt_max = {self.dt_max:g} s")
         if not self.dt_min <= self.dt_initial <= self.dt_max:
-            raise ValueError(f"dt_initial: {self.dt_initial:g} s is not in [dt_min, dt_max] = "
-                             f"[{self.dt_min:g}, {self.dt_max:g}] s")
+            raise ValueError(
+                f"dt_initial: {self.dt_initial:g} s is not in [dt_min, dt_max] = [{self.dt_min:g}, {self.dt_max:g}] s"
+            )
         if self.output_times is not None and any(t <= 0 or t > self.t_end for t in self.output_times):
             raise ValueError(f"output_times: must lie in (0, t_end] = (0, {self.t_end:g}] s")
         return self

@@ -75,25 +75,27 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from dolfinx import fem
+
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
+from dolfinx import fem
+
 # Debian ships serial and MPI python bindings of ADIOS2 and picks the MPI ones only under
-# mpirun, or with ADIOS2_ALWAYS_USE_MPI set before the first import (adios4dolfinx sets it
-# when imported): import it first.
+# mpirun, or with ADIOS2_ALWAYS_USE_MPI set before the first import: set it first.
 os.environ.setdefault("ADIOS2_ALWAYS_USE_MPI", "1")
-import adios4dolfinx  # noqa: E402
 import adios2 as _adios2  # noqa: E402
+import adios4dolfinx  # noqa: E402
 
 adios2 = _adios2.bindings if hasattr(_adios2, "bindings") else _adios2
 if not adios2.is_built_with_mpi:
-    raise ImportError("the serial ADIOS2 python bindings were imported before nzsp_fem.checkpoint; "
-                      "import nzsp_fem.checkpoint (or adios4dolfinx) first, or set "
-                      "ADIOS2_ALWAYS_USE_MPI=1")
+    raise ImportError(
+        "the serial ADIOS2 python bindings were imported before nzsp_fem.io.checkpoint; "
+        "import nzsp_fem.io.checkpoint (or adios4dolfinx) first, or set "
+        "ADIOS2_ALWAYS_USE_MPI=1"
+    )
 
-__all__ = ["write_checkpoint", "read_checkpoint", "latest_checkpoint", "list_checkpoints",
-           "CheckpointError"]
+__all__ = ["write_checkpoint", "read_checkpoint", "latest_checkpoint", "list_checkpoints", "CheckpointError"]
 
 FORMAT = "nzsp-fem-cellwise-checkpoint"
 FORMAT_VERSION = 1
@@ -140,8 +142,7 @@ def _alltoallv(comm, data: np.ndarray, dest: np.ndarray) -> tuple[np.ndarray, np
     sdispl = np.concatenate([[0], np.cumsum(counts)[:-1]]) * width
     rdispl = np.concatenate([[0], np.cumsum(rcounts)[:-1]]) * width
     mpitype = from_numpy_dtype(data.dtype)
-    comm.Alltoallv([send, (counts * width, sdispl), mpitype],
-                   [recv, (rcounts * width, rdispl), mpitype])
+    comm.Alltoallv([send, (counts * width, sdispl), mpitype], [recv, (rcounts * width, rdispl), mpitype])
     return recv, np.repeat(np.arange(comm.size, dtype=np.int32), rcounts)
 
 
@@ -177,8 +178,10 @@ def _num_owned_cells(mesh) -> int:
 def _original_index(mesh, n: int) -> np.ndarray:
     original = np.asarray(mesh.topology.original_cell_index, dtype=np.int64)
     if original.size < n:
-        raise ValueError("the mesh carries no original cell index (e.g. a refined mesh): "
-                         "it cannot be checkpointed/read by original cell")
+        raise ValueError(
+            "the mesh carries no original cell index (e.g. a refined mesh): "
+            "it cannot be checkpointed/read by original cell"
+        )
     return original[:n]
 
 
@@ -197,8 +200,7 @@ def _dof_index(u: fem.Function, cells: np.ndarray) -> np.ndarray:
 
 def _cell_perms(mesh, cells: np.ndarray) -> np.ndarray:
     mesh.topology.create_entity_permutations()
-    return np.ascontiguousarray(mesh.topology.get_cell_permutation_info()[cells],
-                                dtype=np.uint32)
+    return np.ascontiguousarray(mesh.topology.get_cell_permutation_info()[cells], dtype=np.uint32)
 
 
 def _to_reference(u: fem.Function, cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -215,8 +217,7 @@ def _from_reference(u: fem.Function, cells: np.ndarray, rows: np.ndarray) -> np.
     if not element.needs_dof_transformations or len(cells) == 0:
         return rows
     flat = np.ascontiguousarray(rows, dtype=np.float64).ravel()
-    element.Tt_inv_apply(flat, _cell_perms(u.function_space.mesh, cells),
-                         u.function_space.dofmap.bs)
+    element.Tt_inv_apply(flat, _cell_perms(u.function_space.mesh, cells), u.function_space.dofmap.bs)
     return flat.reshape(rows.shape)
 
 
@@ -224,9 +225,13 @@ def _describe(u: fem.Function) -> dict:
     V = u.function_space
     signature = V.element.signature
     signature = signature() if callable(signature) else signature
-    return {"element": str(signature), "degree": int(V.ufl_element().embedded_superdegree),
-            "value_shape": [int(s) for s in V.value_shape],
-            "block_size": int(V.dofmap.bs), "dofs_per_cell": int(V.dofmap.list.shape[1])}
+    return {
+        "element": str(signature),
+        "degree": int(V.ufl_element().embedded_superdegree),
+        "value_shape": [int(s) for s in V.value_shape],
+        "block_size": int(V.dofmap.bs),
+        "dofs_per_cell": int(V.dofmap.list.shape[1]),
+    }
 
 
 def _check_functions(comm, mesh, functions: Mapping[str, fem.Function]) -> None:
@@ -237,9 +242,11 @@ def _check_functions(comm, mesh, functions: Mapping[str, fem.Function]) -> None:
             error = f"{name!r}: expected a dolfinx.fem.Function, got {type(u).__name__}"
         elif u.x.array.dtype != np.float64:
             error = f"{name!r}: only float64 functions are supported"
-        elif (u.function_space.mesh.topology.dim != mesh.topology.dim
-              or _num_owned_cells(u.function_space.mesh) != _num_owned_cells(mesh)
-              or u.function_space.mesh.geometry.x.shape != mesh.geometry.x.shape):
+        elif (
+            u.function_space.mesh.topology.dim != mesh.topology.dim
+            or _num_owned_cells(u.function_space.mesh) != _num_owned_cells(mesh)
+            or u.function_space.mesh.geometry.x.shape != mesh.geometry.x.shape
+        ):
             error = f"{name!r} does not live on the given mesh"
         if error:
             break
@@ -261,8 +268,7 @@ def _json_default(obj):
 # ------------------------------------------------------------------------------------------
 # ADIOS2 I/O of row blocks
 # ------------------------------------------------------------------------------------------
-def _write_fields(path: Path, comm, num_cells: int, start: int,
-                  arrays: dict[str, np.ndarray]) -> None:
+def _write_fields(path: Path, comm, num_cells: int, start: int, arrays: dict[str, np.ndarray]) -> None:
     adios = adios2.ADIOS(comm)
     io = adios.DeclareIO("nzsp-checkpoint-writer")
     io.SetEngine(ENGINE)
@@ -272,8 +278,7 @@ def _write_fields(path: Path, comm, num_cells: int, start: int,
         engine.BeginStep()
         for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr, dtype=np.float64)
-            var = io.DefineVariable(name, arr, [num_cells, arr.shape[1]], [start, 0],
-                                    [arr.shape[0], arr.shape[1]])
+            var = io.DefineVariable(name, arr, [num_cells, arr.shape[1]], [start, 0], [arr.shape[0], arr.shape[1]])
             engine.Put(var, arr, adios2.Mode.Sync)
         engine.PerformPuts()
         engine.EndStep()
@@ -391,7 +396,7 @@ def _prune(directory: Path, current: Path, keep: int) -> None:
     step = _step_of(current)
     older = [p for p in list_checkpoints(directory) if _step_of(p) < step]
     newer = [p for p in list_checkpoints(directory) if _step_of(p) > step]
-    for p in newer + older[:max(len(older) - (keep - 1), 0)]:
+    for p in newer + older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(p, ignore_errors=True)
 
 
@@ -418,8 +423,16 @@ def _publish(directory: Path, tmp: Path, final: Path, manifest: dict, keep: int)
 # ------------------------------------------------------------------------------------------
 # public API
 # ------------------------------------------------------------------------------------------
-def write_checkpoint(directory, mesh, functions: Mapping[str, fem.Function], metadata: dict,
-                     comm=None, *, step: int | None = None, keep: int = 2) -> Path:
+def write_checkpoint(
+    directory,
+    mesh,
+    functions: Mapping[str, fem.Function],
+    metadata: dict,
+    comm=None,
+    *,
+    step: int | None = None,
+    keep: int = 2,
+) -> Path:
     """Write ``functions`` (name -> Function on ``mesh``) and JSON ``metadata`` to
     ``directory/checkpoint-<step>`` atomically and return that path (on every rank).
 
@@ -471,7 +484,7 @@ def write_checkpoint(directory, mesh, functions: Mapping[str, fem.Function], met
     block[recv_keys - start] = recv_rows
     arrays, c = {}, 0
     for k, w in widths.items():
-        arrays[k] = block[:, c:c + w]
+        arrays[k] = block[:, c : c + w]
         c += w
     _write_fields(tmp / "fields.bp", comm, num_cells, start, arrays)
 
@@ -485,12 +498,20 @@ def write_checkpoint(directory, mesh, functions: Mapping[str, fem.Function], met
     comm.Barrier()
 
     manifest = {
-        "format": FORMAT, "version": FORMAT_VERSION, "complete": True, "step": step,
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "complete": True,
+        "step": step,
         "metadata": metadata,
-        "mesh": {"num_cells": int(num_cells), "gdim": int(mesh.geometry.dim),
-                 "tdim": int(mesh.topology.dim), "cell": mesh.topology.cell_name(),
-                 "geometry_variable": _GEOMETRY_VAR, "geometry_width": widths[_GEOMETRY_VAR],
-                 "written_on_ranks": int(comm.size)},
+        "mesh": {
+            "num_cells": int(num_cells),
+            "gdim": int(mesh.geometry.dim),
+            "tdim": int(mesh.topology.dim),
+            "cell": mesh.topology.cell_name(),
+            "geometry_variable": _GEOMETRY_VAR,
+            "geometry_width": widths[_GEOMETRY_VAR],
+            "written_on_ranks": int(comm.size),
+        },
         "functions": entries,
     }
     return Path(_root_only(comm, _publish, directory, tmp, final, manifest, keep))
@@ -512,19 +533,19 @@ def read_checkpoint(path, mesh, functions: Mapping[str, fem.Function], comm=None
     manifest = _root_only(comm, load)
     info = manifest["mesh"]
     num_cells = mesh.topology.index_map(mesh.topology.dim).size_global
-    if (info["num_cells"] != num_cells or info["gdim"] != mesh.geometry.dim
-            or info["cell"] != mesh.topology.cell_name()):
-        raise ValueError(f"{path}: written on a mesh of {info['num_cells']} {info['cell']} "
-                         f"cells (gdim {info['gdim']}), reading mesh has {num_cells} "
-                         f"{mesh.topology.cell_name()} cells (gdim {mesh.geometry.dim})")
+    if info["num_cells"] != num_cells or info["gdim"] != mesh.geometry.dim or info["cell"] != mesh.topology.cell_name():
+        raise ValueError(
+            f"{path}: written on a mesh of {info['num_cells']} {info['cell']} "
+            f"cells (gdim {info['gdim']}), reading mesh has {num_cells} "
+            f"{mesh.topology.cell_name()} cells (gdim {mesh.geometry.dim})"
+        )
     stored = manifest["functions"]
     for name, u in functions.items():
         if name not in stored:
             raise KeyError(f"{path}: no function {name!r} (has {sorted(stored)})")
         want, have = _describe(u), {k: stored[name][k] for k in _describe(u)}
         if want != have:
-            raise ValueError(f"{path}: function {name!r} was written as {have}, "
-                             f"the given function is {want}")
+            raise ValueError(f"{path}: function {name!r} was written as {have}, the given function is {want}")
 
     variables = [info["geometry_variable"]] + [stored[n]["variable"] for n in functions]
     start, stop = _block_range(num_cells, comm.size, comm.rank)
@@ -546,7 +567,7 @@ def read_checkpoint(path, mesh, functions: Mapping[str, fem.Function], comm=None
     rows = np.empty_like(rows_sorted)
     rows[order] = rows_sorted
 
-    geometry = rows[:, :widths[0]]
+    geometry = rows[:, : widths[0]]
     mine = _cell_geometry(mesh, cells)
     x = mesh.geometry.x
     lo, hi = np.min(x, axis=0, initial=np.inf), np.max(x, axis=0, initial=-np.inf)
@@ -555,29 +576,16 @@ def read_checkpoint(path, mesh, functions: Mapping[str, fem.Function], comm=None
     err = float(np.max(np.abs(geometry - mine), initial=0.0))
     err = comm.allreduce(err, op=MPI.MAX)
     if not err <= 1e-12 * max(float(np.linalg.norm(hi - lo)), 1e-300):
-        raise ValueError(f"{path}: the checkpoint was written on a different mesh (cell node "
-                         f"coordinates differ by up to {err:.3g}); rebuild the mesh from the "
-                         f"same .msh / parameters")
+        raise ValueError(
+            f"{path}: the checkpoint was written on a different mesh (cell node "
+            f"coordinates differ by up to {err:.3g}); rebuild the mesh from the "
+            f"same .msh / parameters"
+        )
 
     c = widths[0]
-    for (name, u), w in zip(functions.items(), widths[1:]):
-        values = _from_reference(u, cells, rows[:, c:c + w])
+    for u, w in zip(functions.values(), widths[1:]):
+        values = _from_reference(u, cells, rows[:, c : c + w])
         u.x.array[_dof_index(u, cells)] = values
         u.x.scatter_forward()
         c += w
     return manifest["metadata"]
-
-
-def run_state_functions(problem) -> dict[str, fem.Function]:
-    """Everything a restart needs besides t/dt/step: the state and the plastic history."""
-    funcs = {"state": problem.w}
-    if problem.plastic is not None:
-        funcs["plastic_strain_tensor"] = problem.plastic.eps_p
-        funcs["equivalent_plastic_strain"] = problem.plastic.p
-    return funcs
-
-
-def field_layout(problem) -> list[list]:
-    """The unknowns of the state as [name, shape, degree, logarithmic], from the field table:
-    a restart refuses a checkpoint whose mixed space has another layout."""
-    return [[f.name, list(f.shape), f.degree, f.logarithmic] for f in problem.table]

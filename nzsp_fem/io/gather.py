@@ -4,9 +4,7 @@ does not depend on the number of ranks). Other ranks get None."""
 
 from __future__ import annotations
 
-
 import numpy as np
-
 
 #: VTK cell type ids of first-order cells
 _VTK_TRIANGLE, _VTK_TETRA = 5, 10
@@ -26,8 +24,10 @@ def _prepare_function(u, kind: str):
     e = V.ufl_element()
     name = getattr(u, "name", "f")
     if e.family_name == "quadrature":
-        raise ValueError(f"gather_grid: '{name}' is a quadrature function; average it per cell into DG0 "
-                         "first (interpolating quadrature data is unreliable in DOLFINx 0.9)")
+        raise ValueError(
+            f"gather_grid: '{name}' is a quadrature function; average it per cell into DG0 "
+            "first (interpolating quadrature data is unreliable in DOLFINx 0.9)"
+        )
     shape = u.ufl_shape
     if len(shape) > 1:
         raise ValueError(f"gather_grid: '{name}' has shape {shape}; only scalars and vectors are supported")
@@ -36,12 +36,15 @@ def _prepare_function(u, kind: str):
     degree = e.embedded_superdegree
     if kind == "cell":
         if not (discontinuous and degree == 0):
-            raise ValueError(f"gather_grid: cell field '{name}' must be DG0 (got {e.family_name}{degree}, "
-                             f"discontinuous={discontinuous}); pass it as a point field or average it per cell")
+            raise ValueError(
+                f"gather_grid: cell field '{name}' must be DG0 (got {e.family_name}{degree}, "
+                f"discontinuous={discontinuous}); pass it as a point field or average it per cell"
+            )
         return u, ncomp
     if discontinuous:
-        raise ValueError(f"gather_grid: point field '{name}' must be continuous Lagrange; "
-                         "pass DG0 functions as cell fields")
+        raise ValueError(
+            f"gather_grid: point field '{name}' must be continuous Lagrange; pass DG0 functions as cell fields"
+        )
     if degree != 1:  # e.g. P2: its nodal values at the vertices
         msh = V.mesh
         P1 = fem.functionspace(msh, ("Lagrange", 1, shape) if shape else ("Lagrange", 1))
@@ -59,8 +62,15 @@ def _as_vtk_vectors(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def gather_grid(mesh, point_fields: dict | None = None, cell_fields: dict | None = None,
-                cell_tags: dict | None = None, *, length_scale: float = 1.0, root: int = 0):
+def gather_grid(
+    mesh,
+    point_fields: dict | None = None,
+    cell_fields: dict | None = None,
+    cell_tags: dict | None = None,
+    *,
+    length_scale: float = 1.0,
+    root: int = 0,
+):
     """Collect ``mesh`` and fields from all ranks onto rank ``root`` (collective).
 
     Parameters

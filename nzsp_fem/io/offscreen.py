@@ -9,8 +9,6 @@ import shutil
 import subprocess
 import sys
 
-
-
 # --------------------------------------------------------------------------- off-screen
 
 
@@ -18,8 +16,8 @@ _XVFB: subprocess.Popen | None = None
 
 
 def _render_window_class() -> str:
-    from vtkmodules.vtkRenderingCore import vtkRenderWindow
     import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL factory)
+    from vtkmodules.vtkRenderingCore import vtkRenderWindow
 
     return vtkRenderWindow().GetClassName()
 
@@ -43,13 +41,20 @@ def ensure_offscreen() -> None:
         return
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        raise RuntimeError("off-screen rendering needs an X display: this VTK has only "
-                           f"{cls}; install Xvfb (Debian package 'xvfb') or a VTK built with EGL/OSMesa")
+        raise RuntimeError(
+            "off-screen rendering needs an X display: this VTK has only "
+            f"{cls}; install Xvfb (Debian package 'xvfb') or a VTK built with EGL/OSMesa"
+        )
     r, w = os.pipe()
     try:
-        proc = subprocess.Popen([xvfb, "-displayfd", str(w), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                                pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            [xvfb, "-displayfd", str(w), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+            pass_fds=(w,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
     finally:
         os.close(w)
     number = b""

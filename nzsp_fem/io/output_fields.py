@@ -37,9 +37,11 @@ class OutputFields:
         self.cell_data = dict(self.cells)
         beta_on_cells = problem.beta.function_space.ufl_element().degree == 0
         (self.cell_data if beta_on_cells else self.point_data)["beta"] = problem.beta
-        self.groups = {"nodal": list(self.point_data.values()),
-                       "cells": [f for k, f in self.cell_data.items() if k != "current_density"],
-                       "current_vector": [self.cells["current_density"]]}
+        self.groups = {
+            "nodal": list(self.point_data.values()),
+            "cells": [f for k, f in self.cell_data.items() if k != "current_density"],
+            "current_vector": [self.cells["current_density"]],
+        }
         if vector_outputs:
             self.groups["displacement"] = vector_outputs
 
@@ -55,9 +57,14 @@ class OutputFields:
 def field_panels(grids=()) -> list[Panel]:
     """The standard field rows, restricted to fields every given grid has (no mechanics ->
     no stress rows)."""
-    panels = [Panel("eta", "η (-)", "viridis"), Panel("c_mol_m3", "c (mol/m³)", "cividis"),
-              Panel("phi_V", "φ (V)", "coolwarm"), Panel("current_density_magnitude", "|i| (A/m²)", "inferno"),
-              Panel("plastic_strain", "p (-)", "magma"), Panel("von_mises", "σ_vM (Pa)", "plasma")]
+    panels = [
+        Panel("eta", "η (-)", "viridis"),
+        Panel("c_mol_m3", "c (mol/m³)", "cividis"),
+        Panel("phi_V", "φ (V)", "coolwarm"),
+        Panel("current_density_magnitude", "|i| (A/m²)", "inferno"),
+        Panel("plastic_strain", "p (-)", "magma"),
+        Panel("von_mises", "σ_vM (Pa)", "plasma"),
+    ]
     for grid in grids:
         if grid is not None:
             names = set(grid.point_data.keys()) | set(grid.cell_data.keys())

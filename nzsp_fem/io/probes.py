@@ -30,8 +30,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from dolfinx import fem, geometry
+
 from mpi4py import MPI
+
+from dolfinx import fem, geometry
 
 from .rundir import CsvTable
 
@@ -49,7 +51,7 @@ def _as_points3(points) -> np.ndarray:
     if not np.all(np.isfinite(p)):
         raise ValueError("probe points must be finite")
     out = np.zeros((p.shape[0], 3), dtype=np.float64)
-    out[:, :p.shape[1]] = p
+    out[:, : p.shape[1]] = p
     return out
 
 
@@ -90,8 +92,7 @@ class ProbeEvaluator:
         cand_cells = np.asarray(candidates.array, dtype=np.int32)
         cand_point = np.repeat(np.arange(n), np.diff(offsets))
         if cand_cells.size:
-            d2 = np.asarray(geometry.squared_distance(mesh, tdim, cand_cells,
-                                                      self.points[cand_point]))
+            d2 = np.asarray(geometry.squared_distance(mesh, tdim, cand_cells, self.points[cand_point]))
         else:
             d2 = np.zeros(0)
         inside = d2 <= tol * tol
@@ -106,11 +107,11 @@ class ProbeEvaluator:
 
         missing = np.flatnonzero(global_key == _INT_MAX)
         if missing.size:
-            listed = "; ".join(f"point {i} at {tuple(float(c) for c in self.points[i, :mesh.geometry.dim])}"
-                               for i in missing[:10])
+            listed = "; ".join(
+                f"point {i} at {tuple(float(c) for c in self.points[i, : mesh.geometry.dim])}" for i in missing[:10]
+            )
             more = f" (and {missing.size - 10} more)" if missing.size > 10 else ""
-            raise ValueError(f"probe point(s) outside the mesh (no cell within {tol:.3g}): "
-                             f"{listed}{more}")
+            raise ValueError(f"probe point(s) outside the mesh (no cell within {tol:.3g}): {listed}{more}")
 
         mine = local_key == global_key
         rank_or_size = np.where(mine, comm.rank, comm.size).astype(np.int64)
@@ -140,9 +141,11 @@ class ProbeEvaluator:
     def _check_space(self, u: fem.Function) -> None:
         m = u.function_space.mesh
         tdim = self.mesh.topology.dim
-        if (m.topology.dim != tdim
-                or m.topology.index_map(tdim).size_local != self._num_owned_cells
-                or m.geometry.x.shape != self.mesh.geometry.x.shape):
+        if (
+            m.topology.dim != tdim
+            or m.topology.index_map(tdim).size_local != self._num_owned_cells
+            or m.geometry.x.shape != self.mesh.geometry.x.shape
+        ):
             raise ValueError(f"function {u.name!r} does not live on the probe mesh")
 
     def _local_values(self, u: fem.Function) -> np.ndarray:
@@ -174,8 +177,7 @@ class ProbeEvaluator:
             return vals[:, 0]
         return vals.reshape((vals.shape[0], *shape))
 
-    def evaluate(self, u: fem.Function, *, magnitude: bool = False,
-                 root: int | None = 0) -> np.ndarray | None:
+    def evaluate(self, u: fem.Function, *, magnitude: bool = False, root: int | None = 0) -> np.ndarray | None:
         """Values of ``u`` at the points: shape (n,) for scalars, (n, *value_shape)
         otherwise, or (n,) Euclidean (Frobenius) norms if ``magnitude``.
 
@@ -188,8 +190,9 @@ class ProbeEvaluator:
         out = self._reduce(local, local.shape[1], root)
         return None if out is None else self._shape(u, out, magnitude)
 
-    def evaluate_all(self, functions: Mapping[str, fem.Function], *, magnitude=(),
-                     root: int | None = 0) -> dict[str, np.ndarray] | None:
+    def evaluate_all(
+        self, functions: Mapping[str, fem.Function], *, magnitude=(), root: int | None = 0
+    ) -> dict[str, np.ndarray] | None:
         """``evaluate`` for several functions with a single reduction.
 
         ``magnitude`` is a collection of names whose norm is wanted instead of components.
@@ -199,14 +202,13 @@ class ProbeEvaluator:
         names = list(functions)
         blocks = [self._local_values(functions[k]) for k in names]
         widths = [b.shape[1] for b in blocks]
-        local = (np.concatenate(blocks, axis=1) if blocks
-                 else np.zeros((self._local_index.size, 0)))
+        local = np.concatenate(blocks, axis=1) if blocks else np.zeros((self._local_index.size, 0))
         out = self._reduce(local, int(sum(widths)), root)
         if out is None:
             return None
         result, start = {}, 0
         for k, w in zip(names, widths):
-            result[k] = self._shape(functions[k], out[:, start:start + w], k in magnitude)
+            result[k] = self._shape(functions[k], out[:, start : start + w], k in magnitude)
             start += w
         return result
 
@@ -234,7 +236,8 @@ class ProbeSeries:
         sources = {**self.fields.point_data, **self.fields.cells}
         functions = {column: sources[source] for column, source, _ in self.QUANTITIES}
         values = self.evaluator.evaluate_all(
-            functions, magnitude=tuple(column for column, _, magnitude in self.QUANTITIES if magnitude))
+            functions, magnitude=tuple(column for column, _, magnitude in self.QUANTITIES if magnitude)
+        )
         if values is not None:
             row = {"t": t}
             for k, name in enumerate(self.names):

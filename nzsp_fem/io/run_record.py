@@ -19,8 +19,19 @@ from .probes import ProbeSeries
 from .rundir import TIMESERIES_COLUMNS, CsvTable, FieldWriter, OutputError, RunLog, write_json, write_yaml
 
 #: summary.json keys about the run itself; the physical ones are Diagnostics.names("summary").
-RUN_SUMMARY_KEYS = ["status", "reason", "t_final", "steps", "newton_iterations", "wall_time_s", "mpi_size",
-                    "dofs", "short_circuit", "short_circuit_time_s", "restarts"]
+RUN_SUMMARY_KEYS = [
+    "status",
+    "reason",
+    "t_final",
+    "steps",
+    "newton_iterations",
+    "wall_time_s",
+    "mpi_size",
+    "dofs",
+    "short_circuit",
+    "short_circuit_time_s",
+    "restarts",
+]
 
 
 class RunRecord:
@@ -39,18 +50,20 @@ class RunRecord:
         resumed = ckpt.latest_checkpoint(self.checkpoints, self.comm)
         if resumed is None:
             raise OutputError(f"--restart: no complete checkpoint in {self.checkpoints}")
-        meta = ckpt.read_checkpoint(resumed, problem.mesh, ckpt.run_state_functions(problem), self.comm)
+        meta = ckpt.read_checkpoint(resumed, problem.mesh, run_state_functions(problem), self.comm)
         stored = meta.get("fields")
-        if stored is not None and stored != ckpt.field_layout(problem):
-            raise OutputError(f"--restart: {resumed.name} holds the fields {stored}, this config solves "
-                              f"{ckpt.field_layout(problem)}")
+        if stored is not None and stored != field_layout(problem):
+            raise OutputError(
+                f"--restart: {resumed.name} holds the fields {stored}, this config solves {field_layout(problem)}"
+            )
         problem.after_restore()
         self.log(f"restarted from {resumed.name}: t={meta['run']['t']:.6e} s, step {meta['run']['steps']}")
         return meta["run"]
 
     # Outputs along the run ----------------------------------------------------------------
-    def open(self, problem: CoupledProblem, diagnostics: DiagnosticsEvaluator, t_resumed: float | None,
-             restarts: int) -> None:
+    def open(
+        self, problem: CoupledProblem, diagnostics: DiagnosticsEvaluator, t_resumed: float | None, restarts: int
+    ) -> None:
         cfg, comm = self.cfg, self.comm
         self.problem = problem
         self.figures_dir = self.outdir / "figures"
@@ -63,10 +76,12 @@ class RunRecord:
         # A restarted run writes new VTX series next to the old ones instead of truncating them.
         self.writer = FieldWriter(fields_dir, comm, suffix=f"-restart{restarts}" if resumed else "")
         self.fields = OutputFields(problem, diagnostics)
-        self.table = CsvTable(self.outdir / "timeseries.csv", TIMESERIES_COLUMNS, comm, append=resumed,
-                              keep_until=t_resumed)
-        self.probes = ProbeSeries(cfg.output.probes, self.fields, problem.scaling.length,
-                                  self.outdir / "probes.csv", resumed, t_resumed)
+        self.table = CsvTable(
+            self.outdir / "timeseries.csv", TIMESERIES_COLUMNS, comm, append=resumed, keep_until=t_resumed
+        )
+        self.probes = ProbeSeries(
+            cfg.output.probes, self.fields, problem.scaling.length, self.outdir / "probes.csv", resumed, t_resumed
+        )
 
     def write_fields(self, t: float) -> None:
         self.writer.write(self.fields.update(), t)
@@ -78,18 +93,36 @@ class RunRecord:
         if initial:
             plot_initial_state(grid, self.figures_dir / name)
         else:
-            plot_fields(grid, field_panels([grid]), self.figures_dir / name, title=f"{self.cfg.name}, t = {t:.4g} s",
-                        contour="eta")
+            plot_fields(
+                grid,
+                field_panels([grid]),
+                self.figures_dir / name,
+                title=f"{self.cfg.name}, t = {t:.4g} s",
+                contour="eta",
+            )
 
     def step(self, t: float, dt: float, report, diag: Diagnostics) -> None:
-        self.table.row(dict(vars(diag), t=t, dt=dt, newton_iterations=report.newton_iterations,
-                            linear_iterations=report.linear_iterations))
+        self.table.row(
+            dict(
+                vars(diag),
+                t=t,
+                dt=dt,
+                newton_iterations=report.newton_iterations,
+                linear_iterations=report.linear_iterations,
+            )
+        )
         self.probes.record(t)
 
     def checkpoint(self, run_state: dict) -> None:
-        meta = {"run": run_state, "config_name": self.cfg.name, "fields": ckpt.field_layout(self.problem)}
-        ckpt.write_checkpoint(self.checkpoints, self.problem.mesh, ckpt.run_state_functions(self.problem), meta,
-                              self.comm, step=run_state["steps"])
+        meta = {"run": run_state, "config_name": self.cfg.name, "fields": field_layout(self.problem)}
+        ckpt.write_checkpoint(
+            self.checkpoints,
+            self.problem.mesh,
+            run_state_functions(self.problem),
+            meta,
+            self.comm,
+            step=run_state["steps"],
+        )
 
     # End of run ---------------------------------------------------------------------------
     def close(self, run_state: dict, status: str, reason: str | None, diag: Diagnostics) -> dict:
@@ -101,15 +134,39 @@ class RunRecord:
             grid.save(str(self.outdir / "final_state.vtu"))
         self.figure("final_state.png", run_state["t"])
         summary = {
-            "status": status, "reason": reason, "t_final": run_state["t"], "steps": run_state["steps"],
-            "newton_iterations": run_state["newton_total"], "wall_time_s": time.perf_counter() - self.wall0,
-            "mpi_size": self.comm.size, "dofs": self.problem.dofs,
+            "status": status,
+            "reason": reason,
+            "t_final": run_state["t"],
+            "steps": run_state["steps"],
+            "newton_iterations": run_state["newton_total"],
+            "wall_time_s": time.perf_counter() - self.wall0,
+            "mpi_size": self.comm.size,
+            "dofs": self.problem.dofs,
             "short_circuit": run_state["short_circuit_time"] is not None,
-            "short_circuit_time_s": run_state["short_circuit_time"], "restarts": run_state["restarts"],
+            "short_circuit_time_s": run_state["short_circuit_time"],
+            "restarts": run_state["restarts"],
         }
         summary.update({k: getattr(diag, k) for k in Diagnostics.names("summary")})
         write_json(self.outdir / "summary.json", summary, self.comm)
-        self.log(f"{status}: t={run_state['t']:.4e} s in {run_state['steps']} steps, "
-                 f"{run_state['newton_total']} Newton iterations, {summary['wall_time_s']:.1f} s wall", 0)
+        self.log(
+            f"{status}: t={run_state['t']:.4e} s in {run_state['steps']} steps, "
+            f"{run_state['newton_total']} Newton iterations, {summary['wall_time_s']:.1f} s wall",
+            0,
+        )
         self.log.close()
         return summary
+
+
+def run_state_functions(problem: CoupledProblem) -> dict:
+    """Everything a restart needs besides t/dt/step: the state and the plastic history."""
+    funcs = {"state": problem.w}
+    if problem.plastic is not None:
+        funcs["plastic_strain_tensor"] = problem.plastic.eps_p
+        funcs["equivalent_plastic_strain"] = problem.plastic.p
+    return funcs
+
+
+def field_layout(problem: CoupledProblem) -> list[list]:
+    """The unknowns of the state as [name, shape, degree, logarithmic], from the field table:
+    a restart refuses a checkpoint whose mixed space has another layout."""
+    return [[f.name, list(f.shape), f.degree, f.logarithmic] for f in problem.table]

@@ -34,8 +34,10 @@ def prepare_directory(path: Path, comm, overwrite: bool, restart: bool) -> None:
             elif overwrite:
                 shutil.rmtree(path)
             else:
-                error = (f"output directory {path} already holds results: pass --overwrite to replace "
-                         f"them, --restart to resume, or -o to choose another directory")
+                error = (
+                    f"output directory {path} already holds results: pass --overwrite to replace "
+                    f"them, --restart to resume, or -o to choose another directory"
+                )
         elif restart:
             error = f"--restart: {path} holds no run to resume"
         if error is None:
@@ -68,8 +70,7 @@ class RunLog:
 class CsvTable:
     """Append-only CSV on rank 0, flushed per row so a crash loses nothing written."""
 
-    def __init__(self, path: Path, columns: list[str], comm, append: bool = False,
-                 keep_until: float | None = None):
+    def __init__(self, path: Path, columns: list[str], comm, append: bool = False, keep_until: float | None = None):
         self.columns, self.comm = columns, comm
         self.file = None
         if comm.rank == 0:
@@ -132,6 +133,7 @@ class FieldWriter:
 
     def write(self, groups: dict[str, list], t: float) -> None:
         from dolfinx.io import VTXWriter
+
         for name, functions in groups.items():
             if name not in self.writers:
                 path = self.directory / f"{name}{self.suffix}.bp"
@@ -144,5 +146,13 @@ class FieldWriter:
         self.writers.clear()
 
 
-__all__ = ["OutputError", "prepare_directory", "RunLog", "CsvTable", "write_json", "write_yaml",
-           "FieldWriter", "TIMESERIES_COLUMNS"]
+__all__ = [
+    "OutputError",
+    "prepare_directory",
+    "RunLog",
+    "CsvTable",
+    "write_json",
+    "write_yaml",
+    "FieldWriter",
+    "TIMESERIES_COLUMNS",
+]

@@ -20,6 +20,22 @@ from .spec import (
 )
 from .voronoi import gb_distance, gb_indicator
 
-__all__ = ["BACK", "BOTTOM", "FACE_NAMES", "FRONT", "GB_TAG", "LEFT", "RIGHT", "TOP", "MeshError", "Polycrystal",
-           "PolycrystalSpec", "build_polycrystal", "gb_distance", "gb_indicator", "spec_from_config", "spec_key",
-           "validate"]
+__all__ = [
+    "BACK",
+    "BOTTOM",
+    "FACE_NAMES",
+    "FRONT",
+    "GB_TAG",
+    "LEFT",
+    "RIGHT",
+    "TOP",
+    "MeshError",
+    "Polycrystal",
+    "PolycrystalSpec",
+    "build_polycrystal",
+    "gb_distance",
+    "gb_indicator",
+    "spec_from_config",
+    "spec_key",
+    "validate",
+]

@@ -28,7 +28,6 @@ from .spec import (
 )
 from .voronoi import VoronoiGeometry, order_polygon, shrunk_grains, voronoi_geometry
 
-
 # --------------------------------------------------------------------------- gmsh
 
 
@@ -87,8 +86,9 @@ def _mesh_options(set_option, h_max: float) -> None:
     set_option("Mesh.Binary", 1)
 
 
-def _size_fields(gmsh, spec: PolycrystalSpec, dim: int, gb_entities: list[int], gb_dist_min: float,
-                 nuclei: np.ndarray, sampling: int) -> None:
+def _size_fields(
+    gmsh, spec: PolycrystalSpec, dim: int, gb_entities: list[int], gb_dist_min: float, nuclei: np.ndarray, sampling: int
+) -> None:
     """Distance + Threshold near the GB entities and each nucleus, Min of all, as background."""
     s = spec.length_scale
     h_grain, h_gb, h_nuc = spec.h_grain / s, spec.h_gb / s, spec.h_nucleus / s
@@ -239,9 +239,12 @@ def _build_smooth(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.
         for f, ls in face_lines.items():
             gmsh.model.addPhysicalGroup(1, sorted(ls), f, name=FACE_NAMES[f])
         gb_entities = sorted(abs(t) for t in gb_lines)
-        longest = max((float(np.linalg.norm(geo.vertices[ids[1]] - geo.vertices[ids[0]]))
-                       for _, _, ids in geo.gb_ridges), default=1.0)
+        longest = max(
+            (float(np.linalg.norm(geo.vertices[ids[1]] - geo.vertices[ids[0]])) for _, _, ids in geo.gb_ridges),
+            default=1.0,
+        )
     else:
+
         def surface(ids):
             loop = [line(int(ids[k]), int(ids[(k + 1) % len(ids)])) for k in range(len(ids))]
             return g.addPlaneSurface([g.addCurveLoop(loop)])
@@ -275,12 +278,12 @@ def _build_smooth(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.
         longest = max((float(np.ptp(geo.vertices[ids], axis=0).max()) for _, _, ids in geo.gb_ridges), default=1.0)
     w = spec.gb_width / spec.length_scale
     # beta is non-negligible up to d = w (0.018 there): refine that whole band
-    _size_fields(gmsh, spec, dim, sorted(gb_entities), w, nuclei,
-                 _sampling(longest, spec.h_gb / spec.length_scale))
+    _size_fields(gmsh, spec, dim, sorted(gb_entities), w, nuclei, _sampling(longest, spec.h_gb / spec.length_scale))
 
 
-def _generate(spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.ndarray, path: pathlib.Path,
-              verbose: bool) -> None:
+def _generate(
+    spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.ndarray, path: pathlib.Path, verbose: bool
+) -> None:
     """Build, mesh and atomically write ``path`` (rank 0 only)."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.msh")
     with _gmsh_model(f"polycrystal-{path.stem}", verbose) as (gmsh, set_option):

@@ -43,10 +43,9 @@ import pathlib
 from dataclasses import dataclass
 
 import numpy as np
-
-from ..config import Config
 from scipy.spatial import cKDTree
 
+from ..config import Config
 
 # Facet tags: x=0, x=Lx, y=0, y=Ly, z=0, z=Lz. Tag = 2*axis + side + 1.
 LEFT, RIGHT, BOTTOM, TOP, FRONT, BACK = 1, 2, 3, 4, 5, 6
@@ -272,7 +271,16 @@ def spec_from_config(cfg: Config) -> PolycrystalSpec:
     seeds = None if ms.seeds is None else tuple(tuple(s) for s in ms.seeds)
     representation = ms.gb_representation if cfg.domain.dim == 2 else "smooth"
     return PolycrystalSpec(
-        size=tuple(cfg.domain.size), n_grains=ms.grains, seeds=seeds, rng_seed=ms.rng_seed,
-        gb_width=ms.gb_width, h_grain=mh.size_grain, h_gb=mh.size_gb, h_nucleus=mh.size_nucleus,
-        nuclei=nuclei, nucleus_radius=nu.radius, length_scale=cfg.scales.length,
-        representation=representation)
+        size=tuple(cfg.domain.size),
+        n_grains=ms.grains,
+        seeds=seeds,
+        rng_seed=ms.rng_seed,
+        gb_width=ms.gb_width,
+        h_grain=mh.size_grain,
+        h_gb=mh.size_gb,
+        h_nucleus=mh.size_nucleus,
+        nuclei=nuclei,
+        nucleus_radius=nu.radius,
+        length_scale=cfg.scales.length,
+        representation=representation,
+    )

@@ -15,9 +15,7 @@ def strain3(u) -> ufl.core.expr.Expr:
         return e
     if gdim != 2:
         raise ValueError(f"strain3 needs a 2D or 3D vector, got shape {u.ufl_shape}")
-    return ufl.as_tensor([[e[0, 0], e[0, 1], 0.0],
-                          [e[1, 0], e[1, 1], 0.0],
-                          [0.0, 0.0, 0.0]])
+    return ufl.as_tensor([[e[0, 0], e[0, 1], 0.0], [e[1, 0], e[1, 1], 0.0], [0.0, 0.0, 0.0]])
 
 
 def lame(E, nu):

@@ -15,8 +15,8 @@ import ufl
 from .elasticity import strain3
 from .materials import dh, double_well_slope, h
 
-
 # Anisotropic gradient coefficient (eq. 10) ----------------------------------------------
+
 
 def regularised_normal(grad_eta, floor: float):
     """grad(eta)/sqrt(|grad eta|^2 + floor^2): a unit normal in the interface, -> 0 in bulk.
@@ -50,10 +50,12 @@ def anisotropy_factor(grad_eta, dim: int, strength: float, mode: int, angle: flo
 
 # 1. Allen-Cahn with Butler-Volmer kinetics ---------------------------------------------
 
+
 @dataclass(frozen=True)
 class AllenCahnParameters:
     """Scaled: mobility = L W t0, gradient = kappa0/(W l0^2), reaction = L_eta t0 (ramped),
     alpha_n = alpha n, electrons n; potentials in units of RT/F."""
+
     mobility: object
     gradient: float
     reaction: object
@@ -65,8 +67,7 @@ class AllenCahnParameters:
 def butler_volmer(eta, c, phi, p: AllenCahnParameters):
     """I_BV / (L_eta h'(eta)) = exp((1-alpha) n eta_a) - c exp(-alpha n eta_a), eta_a = phi - E_eq."""
     overpotential = phi - p.equilibrium_potential
-    return (ufl.exp((1 - p.alpha) * p.electrons * overpotential)
-            - c * ufl.exp(-p.alpha * p.electrons * overpotential))
+    return ufl.exp((1 - p.alpha) * p.electrons * overpotential) - c * ufl.exp(-p.alpha * p.electrons * overpotential)
 
 
 def allen_cahn_local_rate(eta, c, phi, mechanical_force, p: AllenCahnParameters):
@@ -74,8 +75,9 @@ def allen_cahn_local_rate(eta, c, phi, mechanical_force, p: AllenCahnParameters)
 
     ``mechanical_force`` is dpsi_e/deta / W (0 without mechanics).
     """
-    return (-p.mobility * (double_well_slope(eta) + mechanical_force)
-            - p.reaction * dh(eta) * butler_volmer(eta, c, phi, p))
+    return -p.mobility * (double_well_slope(eta) + mechanical_force) - p.reaction * dh(eta) * butler_volmer(
+        eta, c, phi, p
+    )
 
 
 def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx):
@@ -88,8 +90,7 @@ def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx
     Keeping the gradient term matters: without it, the balance of g'(eta) against
     kappa lap(eta) inside a resting interface leaves a spurious source/sink dipole.
     """
-    return (local_rate * v
-            - p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))) * dx
+    return (local_rate * v - p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))) * dx
 
 
 def allen_cahn_residual(eta, eta_old, dt, v, rate, dx):
@@ -99,15 +100,16 @@ def allen_cahn_residual(eta, eta_old, dt, v, rate, dx):
 
 # 2. Mechanical driving force ---------------------------------------------------------------
 
-def mechanical_driving_force(sigma, eps_e, eta, volume_expansion, modulus, modulus_slope,
-                             stress_over_energy):
+
+def mechanical_driving_force(sigma, eps_e, eta, volume_expansion, modulus, modulus_slope, stress_over_energy):
     """dpsi_e/deta / W = (E_SE/W) [-Omega h'(eta) sigma_m + 1/2 eps_e : dC/deta : eps_e].
 
     With nu fixed, dC/deta = (dE/deta / E) C, so the second term is (E'/2E) sigma : eps_e.
     """
     sigma_m = ufl.tr(sigma) / 3
-    return stress_over_energy * (-volume_expansion * dh(eta) * sigma_m
-                                 + 0.5 * modulus_slope / modulus * ufl.inner(sigma, eps_e))
+    return stress_over_energy * (
+        -volume_expansion * dh(eta) * sigma_m + 0.5 * modulus_slope / modulus * ufl.inner(sigma, eps_e)
+    )
 
 
 def eigenstrain(eta, volume_expansion):
@@ -116,6 +118,7 @@ def eigenstrain(eta, volume_expansion):
 
 
 # 4. Nernst-Planck ----------------------------------------------------------------------------
+
 
 def nernst_planck_flux(c, grad_c, grad_phi, diffusivity, electrons):
     """-(flux) = D grad c + D c n grad phi (phi in RT/F); grad_c may be c grad(ln c)."""
@@ -139,6 +142,7 @@ def nernst_planck_residual(c, c_old, dt, flux, v, deposition_rate, site_ratio, d
 
 # 5. Charge conservation ---------------------------------------------------------------------
 
+
 def charge_residual(phi, conductivity, v, deposition_rate, charge_source, dx):
     """div(sigma grad phi) = n F c_m d eta/dt, scaled by sigma_SE (RT/F)/l0^2.
 
@@ -156,6 +160,7 @@ def galvanostatic_term(current_density, v, ds_electrode):
 
 
 # 6. Mechanical equilibrium -------------------------------------------------------------------
+
 
 def equilibrium_residual(sigma3, v, dx):
     """div sigma = 0, tested with v (sigma is 3x3)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 import ufl
 
 MIXING_RULES = ("paper", "metal-first")
@@ -45,6 +46,7 @@ def double_well_slope(x):
 @dataclass(frozen=True)
 class PhaseValues:
     """A property in the Na metal (DE), the NZSP grain (SE) and the grain boundary (GB)."""
+
     metal: float
     grain: float
     grain_boundary: float

@@ -30,8 +30,9 @@ def interface_width(cfg: Config) -> float:
 def nernst_einstein_diffusivity(conductivity: float, cfg: Config) -> float:
     """D = sigma R T / (n^2 F^2 c0) for a single mobile ion species."""
     n = cfg.phase_field.electrons
-    return conductivity * GAS_CONSTANT * cfg.electrochemistry.temperature / (
-        n * n * FARADAY**2 * cfg.electrochemistry.c0)
+    return (
+        conductivity * GAS_CONSTANT * cfg.electrochemistry.temperature / (n * n * FARADAY**2 * cfg.electrochemistry.c0)
+    )
 
 
 def diffusivity(cfg: Config, phase: str) -> float:

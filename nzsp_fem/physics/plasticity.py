@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import basix.ufl
 import numpy as np
+
+import basix.ufl
 import ufl
 from dolfinx import fem
 
@@ -49,8 +50,7 @@ class PlasticState:
         # expressions read the committed state that is being overwritten.
         self._eps_p_work = fem.Function(self.W_tensor)
         self._p_work = fem.Function(self.W_scalar)
-        self.dx = ufl.Measure("dx", domain=mesh,
-                              metadata={"quadrature_degree": quadrature_degree})
+        self.dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": quadrature_degree})
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         return self.eps_p.x.array.copy(), self.p.x.array.copy()
@@ -89,8 +89,7 @@ class ReturnMap:
     _expressions: tuple | None = field(default=None, repr=False, compare=False)
 
 
-def radial_return(eps_total3, eps_eig3, state: PlasticState, lam, mu, sigma_y,
-                  hardening) -> ReturnMap:
+def radial_return(eps_total3, eps_eig3, state: PlasticState, lam, mu, sigma_y, hardening) -> ReturnMap:
     """Backward-Euler J2 return from the committed state for the strain ``eps_total3``.
 
     ``eps_eig3`` is a stress-free (eigen)strain such as the deposition expansion, or None.

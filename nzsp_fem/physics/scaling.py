@@ -49,8 +49,9 @@ class Scaling:
     def diffusivity(self) -> PhaseValues:
         f = self.time / self.length**2
         cfg = self.cfg
-        return PhaseValues(diffusivity(cfg, "metal") * f, diffusivity(cfg, "grain") * f,
-                           diffusivity(cfg, "grain_boundary") * f)
+        return PhaseValues(
+            diffusivity(cfg, "metal") * f, diffusivity(cfg, "grain") * f, diffusivity(cfg, "grain_boundary") * f
+        )
 
     def metal_conductivity(self) -> float:
         """sigma_metal as the solver uses it (SI): capped at contrast_cap x the best electrolyte.
@@ -66,8 +67,11 @@ class Scaling:
 
     def conductivities(self) -> PhaseValues:
         m = self.cfg.materials
-        return PhaseValues(self.metal_conductivity() / self.conductivity, m.grain.conductivity / self.conductivity,
-                           m.grain_boundary.conductivity / self.conductivity)
+        return PhaseValues(
+            self.metal_conductivity() / self.conductivity,
+            m.grain.conductivity / self.conductivity,
+            m.grain_boundary.conductivity / self.conductivity,
+        )
 
     def moduli(self) -> PhaseValues:
         m = self.cfg.materials
@@ -75,5 +79,10 @@ class Scaling:
 
     def charge_source(self) -> float:
         cfg = self.cfg
-        return (cfg.phase_field.electrons * FARADAY * cfg.electrochemistry.c_metal * self.length**2
-                / (self.conductivity * self.potential * self.time))
+        return (
+            cfg.phase_field.electrons
+            * FARADAY
+            * cfg.electrochemistry.c_metal
+            * self.length**2
+            / (self.conductivity * self.potential * self.time)
+        )

@@ -6,5 +6,4 @@ from .coupled import CoupledProblem
 from .diagnostics import Diagnostics, DiagnosticsEvaluator, metal_connects_electrodes
 from .fields import Field, field_table
 
-__all__ = ["CoupledProblem", "Diagnostics", "DiagnosticsEvaluator", "Field", "field_table",
-           "metal_connects_electrodes"]
+__all__ = ["CoupledProblem", "Diagnostics", "DiagnosticsEvaluator", "Field", "field_table", "metal_connects_electrodes"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 import ufl
 from dolfinx import fem
 
@@ -25,6 +26,7 @@ from ..physics.scaling import Scaling
 @dataclass(frozen=True)
 class Dirichlet:
     """field (or one component of it) = value (scaled) on the facets with these tags."""
+
     field: str
     value: float
     tags: tuple[int, ...]

@@ -8,11 +8,13 @@ presets, start-up solves, time steps) is the solver layer's business.
 
 from __future__ import annotations
 
-import basix.ufl
 import numpy as np
+
+from petsc4py import PETSc
+
+import basix.ufl
 import ufl
 from dolfinx import fem
-from petsc4py import PETSc
 
 from ..config import Config
 from ..mesh import Polycrystal, gb_indicator
@@ -22,8 +24,7 @@ from ..physics.materials import metal_only, mix, mix_slope_eta
 from ..physics.parameters import hardening, interface_width
 from ..physics.plasticity import PlasticState, radial_return
 from ..physics.scaling import Scaling
-from .boundary import (build_dirichlet, dirichlet_conditions, electrode_current_term,
-                       stack_traction_term)
+from .boundary import build_dirichlet, dirichlet_conditions, electrode_current_term, stack_traction_term
 from .fields import Field, field_table, views_type
 
 
@@ -46,8 +47,9 @@ class CoupledProblem:
         self.field = {f.name: f for f in self.table}
         self._views = views_type(self.table)
         cell = msh.basix_cell()
-        elements = [basix.ufl.element("Lagrange", cell, f.degree, shape=f.shape if f.is_vector else None)
-                    for f in self.table]
+        elements = [
+            basix.ufl.element("Lagrange", cell, f.degree, shape=f.shape if f.is_vector else None) for f in self.table
+        ]
         self.W = fem.functionspace(msh, basix.ufl.mixed_element(elements))
         self.w = fem.Function(self.W, name="state")
         self.w_old = fem.Function(self.W, name="state_old")
@@ -120,8 +122,7 @@ class CoupledProblem:
         a = self.cfg.phase_field.anisotropy
         width = interface_width(self.cfg) / self.scaling.length
         # Floor: 1 % of the gradient inside an equilibrium interface, ~1/(2 width).
-        return forms.anisotropy_factor(ufl.grad(eta), self.dim, a.strength, a.mode, a.angle,
-                                       floor=0.01 / width)
+        return forms.anisotropy_factor(ufl.grad(eta), self.dim, a.strength, a.mode, a.angle, floor=0.01 / width)
 
     # Residual -------------------------------------------------------------------------
     def _build_forms(self):
@@ -140,7 +141,8 @@ class CoupledProblem:
             E = mix(moduli, eta, self.beta, cfg.materials.mixing)
             dE = mix_slope_eta(moduli, eta, self.beta, cfg.materials.mixing)
             mech_force = forms.mechanical_driving_force(
-                sigma, eps_e, eta, cfg.mechanics.volume_expansion, E, dE, sc.stress / sc.energy_density)
+                sigma, eps_e, eta, cfg.mechanics.volume_expansion, E, dE, sc.stress / sc.energy_density
+            )
         else:
             self.sigma = self.eps_e = self.ret = None
             mech_force = 0.0
@@ -150,6 +152,7 @@ class CoupledProblem:
 
         def rate(v):
             return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)
+
         self.deposition_rate = rate
         F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), dx)
 
@@ -201,8 +204,9 @@ class CoupledProblem:
         electrode = electrode_current_term(self.cfg, self.scaling, v, self.ds)
         if electrode is not None:
             F += electrode
-        bcs = build_dirichlet(self.dirichlet, lambda name: V if name == "phi" else None,
-                              self.poly.facet_tags, self.dim - 1)
+        bcs = build_dirichlet(
+            self.dirichlet, lambda name: V if name == "phi" else None, self.poly.facet_tags, self.dim - 1
+        )
         return F, phi, bcs
 
     def mechanics_startup(self, eta0):
@@ -214,8 +218,9 @@ class CoupledProblem:
         traction = stack_traction_term(self.cfg, self.scaling, v, self.mesh, self.ds)
         if traction is not None:
             F += traction
-        bcs = build_dirichlet(self.dirichlet, lambda name: V if name == "u" else None,
-                              self.poly.facet_tags, self.dim - 1)
+        bcs = build_dirichlet(
+            self.dirichlet, lambda name: V if name == "u" else None, self.poly.facet_tags, self.dim - 1
+        )
         return F, u, bcs, ret
 
     # State --------------------------------------------------------------------------------

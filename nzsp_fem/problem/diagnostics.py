@@ -8,12 +8,14 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import ufl
-from dolfinx import fem, la
-from mpi4py import MPI
-from petsc4py import PETSc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import ufl
+from dolfinx import fem, la
 
 from ..mesh import LEFT
 from ..physics import forms
@@ -32,6 +34,7 @@ class Diagnostics:
     Field metadata says where a value is reported: ``series`` (a timeseries.csv column,
     in this order) and ``summary`` (summary.json and study.csv).
     """
+
     metal_fraction: float = dataclasses.field(metadata=SERIES)
     penetration_depth_m: float = dataclasses.field(metadata=SERIES)
     electrode_current_A: float = dataclasses.field(metadata=SERIES)
@@ -67,13 +70,20 @@ class DiagnosticsEvaluator:
         chi.x.scatter_forward()
         grad = ufl.grad(phi)
         current = pb.sigma_el * ufl.sqrt(ufl.dot(grad, grad) + 1e-300)
-        integrands = {"volume": fem.Constant(pb.mesh, PETSc.ScalarType(1.0)), "eta": eta, "c": c,
-                      "phi": phi, "beta": pb.beta, "beta_current": pb.beta * current}
+        integrands = {
+            "volume": fem.Constant(pb.mesh, PETSc.ScalarType(1.0)),
+            "eta": eta,
+            "c": c,
+            "phi": phi,
+            "beta": pb.beta,
+            "beta_current": pb.beta * current,
+        }
         self._integrals = {k: fem.form(e * pb.dx) for k, e in integrands.items()}
         # The electrode current is the charge residual on the electrode's shape functions:
         # the variationally consistent flux, which balances exactly at convergence.
-        self._electrode = fem.form(forms.charge_residual(
-            phi, pb.sigma_el, chi, pb.deposition_rate(chi), pb.charge_source, pb.dx))
+        self._electrode = fem.form(
+            forms.charge_residual(phi, pb.sigma_el, chi, pb.deposition_rate(chi), pb.charge_source, pb.dx)
+        )
         V_eta = pb.collapsed_space("eta")
         self._n_owned = V_eta.dofmap.index_map.size_local
         self._x_owned = V_eta.tabulate_dof_coordinates()[: self._n_owned, 0]
@@ -122,7 +132,9 @@ class DiagnosticsEvaluator:
             return gmax(cells[name].x.array[:n_cells]) if name in cells else 0.0
 
         return Diagnostics(
-            integral_eta=integral["eta"], integral_c=integral["c"], integral_phi=integral["phi"],
+            integral_eta=integral["eta"],
+            integral_c=integral["c"],
+            integral_phi=integral["phi"],
             total_sodium_mol=total_na,
             metal_fraction=integral["eta"] / integral["volume"],
             penetration_depth_m=depth * sc.length,
@@ -132,10 +144,15 @@ class DiagnosticsEvaluator:
             max_plastic_strain=cell_max("plastic_strain"),
             phi_gb_min_V=gmin(phi_gb) * sc.potential if has_gb else float("nan"),
             phi_gb_max_V=gmax(phi_gb) * sc.potential if has_gb else float("nan"),
-            gb_mean_current_density_A_m2=(integral["beta_current"] / integral["beta"] * sc.current_density
-                                          if integral["beta"] > 0 else float("nan")),
-            eta_min=gmin(eta_vals), eta_max=gmax(eta_vals),
-            c_min=gmin(c_vals), c_max=gmax(c_vals),
+            gb_mean_current_density_A_m2=(
+                integral["beta_current"] / integral["beta"] * sc.current_density
+                if integral["beta"] > 0
+                else float("nan")
+            ),
+            eta_min=gmin(eta_vals),
+            eta_max=gmax(eta_vals),
+            c_min=gmin(c_vals),
+            c_max=gmax(c_vals),
         )
 
     def _build_cell_averages(self) -> dict[str, CellAverage]:
@@ -145,8 +162,10 @@ class DiagnosticsEvaluator:
         dg0_vector = fem.functionspace(pb.mesh, ("DG", 0, (pb.dim,)))
         phi = pb.fields(pb.w).phi
         i_vec = -pb.sigma_el * ufl.grad(phi) * sc.current_density
-        averages = {"current_density": CellAverage(i_vec, dg0_vector, pb.dx),
-                    "current_density_magnitude": CellAverage(ufl.sqrt(ufl.dot(i_vec, i_vec)), dg0, pb.dx)}
+        averages = {
+            "current_density": CellAverage(i_vec, dg0_vector, pb.dx),
+            "current_density_magnitude": CellAverage(ufl.sqrt(ufl.dot(i_vec, i_vec)), dg0, pb.dx),
+        }
         if pb.mechanics:
             # pb.dx is the plastic state's quadrature when plasticity is on.
             averages["von_mises"] = CellAverage(von_mises(pb.sigma) * sc.stress, dg0, pb.dx)

@@ -17,16 +17,17 @@ from ..physics.scaling import Scaling
 @dataclass(frozen=True)
 class Field:
     """One unknown of the mixed space (values are scaled; ``si_scale`` converts to SI)."""
+
     name: str
-    shape: tuple[int, ...]            # () scalar, (dim,) vector
-    degree: int                       # Lagrange degree
-    si_scale: float                   # SI value of one scaled unit
+    shape: tuple[int, ...]  # () scalar, (dim,) vector
+    degree: int  # Lagrange degree
+    si_scale: float  # SI value of one scaled unit
     outputs: tuple[tuple[str, float], ...]  # (output name, SI factor applied to the scaled value)
-    split: str                        # field-split group of the iterative preset
-    lower: float | None = None        # variational-inequality bounds (solver.bounds)
+    split: str  # field-split group of the iterative preset
+    lower: float | None = None  # variational-inequality bounds (solver.bounds)
     upper: float | None = None
-    logarithmic: bool = False         # the unknown holds ln(value)
-    initial: float | None = None      # uniform initial value (scaled), None: set by the start-up solves
+    logarithmic: bool = False  # the unknown holds ln(value)
+    initial: float | None = None  # uniform initial value (scaled), None: set by the start-up solves
     description: str = ""
 
     @property
@@ -39,18 +40,46 @@ def field_table(cfg: Config, scaling: Scaling, dim: int) -> tuple[Field, ...]:
     sc, ec = scaling, cfg.electrochemistry
     log_c = cfg.solver.log_concentration
     table = [
-        Field("eta", (), 1, 1.0, (("eta", 1.0),), "chem", lower=0.0, upper=1.0,
-              description="phase field: 1 Na metal, 0 electrolyte"),
+        Field(
+            "eta",
+            (),
+            1,
+            1.0,
+            (("eta", 1.0),),
+            "chem",
+            lower=0.0,
+            upper=1.0,
+            description="phase field: 1 Na metal, 0 electrolyte",
+        ),
         # The lower bound of c only applies to c itself: ln c is unbounded.
-        Field("c", (), 1, ec.c0, (("c", 1.0), ("c_mol_m3", ec.c0)), "chem",
-              lower=None if log_c else 0.0, logarithmic=log_c, initial=1.0,
-              description="Na+ concentration / c0"),
-        Field("phi", (), 1, sc.potential, (("phi_V", sc.potential),), "chem",
-              description="electric potential / (RT/F)"),
+        Field(
+            "c",
+            (),
+            1,
+            ec.c0,
+            (("c", 1.0), ("c_mol_m3", ec.c0)),
+            "chem",
+            lower=None if log_c else 0.0,
+            logarithmic=log_c,
+            initial=1.0,
+            description="Na+ concentration / c0",
+        ),
+        Field(
+            "phi", (), 1, sc.potential, (("phi_V", sc.potential),), "chem", description="electric potential / (RT/F)"
+        ),
     ]
     if cfg.mechanics.enabled:
-        table.append(Field("u", (dim,), cfg.mechanics.displacement_degree, sc.length, (("u_m", sc.length),),
-                           "mech", description="displacement / l0"))
+        table.append(
+            Field(
+                "u",
+                (dim,),
+                cfg.mechanics.displacement_degree,
+                sc.length,
+                (("u_m", sc.length),),
+                "mech",
+                description="displacement / l0",
+            )
+        )
     return tuple(table)
 
 

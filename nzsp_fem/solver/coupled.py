@@ -5,12 +5,13 @@ accept / roll back cycle of one backward-Euler step."""
 from __future__ import annotations
 
 import numpy as np
-from dolfinx import fem
+
 from mpi4py import MPI
 
+from dolfinx import fem
+
 from ..problem import CoupledProblem
-from .presets import (field_splits, linear_startup_options, nonlinear_startup_options, solver_options,
-                      variable_bounds)
+from .presets import field_splits, linear_startup_options, nonlinear_startup_options, solver_options, variable_bounds
 from .snes import SNESProblem, SolveReport
 
 
@@ -45,8 +46,7 @@ class CoupledSolver:
         pb.set_sub("phi", phi.x.array)
         if pb.mechanics:
             F, u, bcs, ret = pb.mechanics_startup(eta0)
-            _solve_once(F, u, bcs, nonlinear_startup_options(pb.cfg), "nzsp_init_u_",
-                        "initial mechanical equilibrium")
+            _solve_once(F, u, bcs, nonlinear_startup_options(pb.cfg), "nzsp_init_u_", "initial mechanical equilibrium")
             if ret is not None:
                 pb.plastic.commit(ret)
             pb.set_sub("u", u.x.array)

@@ -4,8 +4,10 @@ the field-split index sets and the variational-inequality bounds."""
 from __future__ import annotations
 
 import numpy as np
-from dolfinx import fem
+
 from petsc4py import PETSc
+
+from dolfinx import fem
 
 from ..config import Config
 from ..problem import CoupledProblem
@@ -34,13 +36,24 @@ def solver_options(cfg: Config) -> dict:
     else:
         # Field split: the stiff eta/c/phi block by additive Schwarz with LU on subdomains,
         # the displacement block by algebraic multigrid; GMRES outside.
-        opts.update({"ksp_type": "fgmres", "ksp_rtol": 1e-8, "ksp_max_it": 400, "ksp_gmres_restart": 200,
-                     "pc_type": "fieldsplit", "pc_fieldsplit_type": "multiplicative",
-                     "fieldsplit_chem_ksp_type": "preonly", "fieldsplit_chem_pc_type": "asm",
-                     "fieldsplit_chem_pc_asm_overlap": 2, "fieldsplit_chem_sub_pc_type": "lu",
-                     "fieldsplit_chem_sub_pc_factor_mat_solver_type": "mumps",
-                     "fieldsplit_mech_ksp_type": "preonly", "fieldsplit_mech_pc_type": "hypre",
-                     "fieldsplit_mech_pc_hypre_type": "boomeramg"})
+        opts.update(
+            {
+                "ksp_type": "fgmres",
+                "ksp_rtol": 1e-8,
+                "ksp_max_it": 400,
+                "ksp_gmres_restart": 200,
+                "pc_type": "fieldsplit",
+                "pc_fieldsplit_type": "multiplicative",
+                "fieldsplit_chem_ksp_type": "preonly",
+                "fieldsplit_chem_pc_type": "asm",
+                "fieldsplit_chem_pc_asm_overlap": 2,
+                "fieldsplit_chem_sub_pc_type": "lu",
+                "fieldsplit_chem_sub_pc_factor_mat_solver_type": "mumps",
+                "fieldsplit_mech_ksp_type": "preonly",
+                "fieldsplit_mech_pc_type": "hypre",
+                "fieldsplit_mech_pc_hypre_type": "boomeramg",
+            }
+        )
     opts.update(s.petsc_options)
     return opts
 

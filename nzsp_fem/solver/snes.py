@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from petsc4py import PETSc
+
 import ufl
 from dolfinx import fem
 from dolfinx.fem import petsc as fem_petsc
-from petsc4py import PETSc
 
 
 @dataclass
@@ -44,9 +45,17 @@ class SNESProblem:
 
     _count = 0
 
-    def __init__(self, F: ufl.Form, u: fem.Function, bcs: list, options: dict,
-                 J: ufl.Form | None = None, form_compiler_options: dict | None = None,
-                 jit_options: dict | None = None, prefix: str | None = None):
+    def __init__(
+        self,
+        F: ufl.Form,
+        u: fem.Function,
+        bcs: list,
+        options: dict,
+        J: ufl.Form | None = None,
+        form_compiler_options: dict | None = None,
+        jit_options: dict | None = None,
+        prefix: str | None = None,
+    ):
         self.u = u
         self.bcs = bcs
         kw = dict(form_compiler_options=form_compiler_options or {}, jit_options=jit_options or {})
@@ -155,4 +164,3 @@ class SNESProblem:
         for key in list(opts.getAll()):
             if key.startswith(self.prefix):
                 opts.delValue(key)
-

@@ -30,9 +30,16 @@ class StepController:
         outputs = time_cfg.output_times
         if outputs is None:
             outputs = [time_cfg.t_end * (k + 1) / time_cfg.n_outputs for k in range(time_cfg.n_outputs)]
-        return cls(t_end=time_cfg.t_end, dt=dt if dt is not None else time_cfg.dt_initial,
-                   dt_min=time_cfg.dt_min, dt_max=time_cfg.dt_max, growth=time_cfg.growth_factor,
-                   cut=time_cfg.cut_factor, easy_iterations=time_cfg.easy_iterations, output_times=outputs)
+        return cls(
+            t_end=time_cfg.t_end,
+            dt=dt if dt is not None else time_cfg.dt_initial,
+            dt_min=time_cfg.dt_min,
+            dt_max=time_cfg.dt_max,
+            growth=time_cfg.growth_factor,
+            cut=time_cfg.cut_factor,
+            easy_iterations=time_cfg.easy_iterations,
+            output_times=outputs,
+        )
 
     def next_output(self, t: float) -> float:
         for t_out in self.output_times:
