@@ -14,7 +14,7 @@ from mpi4py import MPI
 from dolfinx import fem
 from dolfinx import mesh as dmesh
 
-from nzsp_fem.io import drawing, figures
+from nzsp_fem.io import drawing
 from nzsp_fem.io.figures import (
     Panel,
     gather_cell_field,
