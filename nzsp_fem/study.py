@@ -116,7 +116,14 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
             contour="eta",
         )
 
-    for quantity, label in (("current_density_magnitude", "|i| (A/m²)"), ("phi_V", "φ (V)")):
+    probe_names = [p.name for p in cfg.output.probes]
+    figures = (
+        ("current_density_magnitude", "|i| (A/m²)", "probes"),
+        ("phi_V", "φ (V)", "probes_phi"),
+        ("phi_i_V", "φ_i (V)", "probes_phi_i"),
+        ("phi_e_V", "φ_e (V)", "probes_phi_e"),
+    )
+    for quantity, label, stem in figures:
         series = {}
         for dirname, case_label, _ in cases:
             path = outdir / dirname / "probes.csv"
@@ -127,13 +134,13 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
                 continue
             data = np.atleast_1d(data)
             per_probe = {}
-            for name in data.dtype.names:
-                if name.endswith("_" + quantity):
-                    per_probe[name[: -len(quantity) - 1]] = (data["t"], data[name])
+            for name in probe_names:
+                column = f"{name}_{quantity}"
+                if column in data.dtype.names:
+                    per_probe[name] = (data["t"], data[column])
             if per_probe:
                 series[case_label] = per_probe
         if series:
-            stem = "probes" if quantity.startswith("current") else "probes_phi"
             plot_probes(
                 series,
                 label,

@@ -84,7 +84,11 @@ class Nuclei(Strict):
 
 class Phase(Strict):
     E: Pressure = Field(gt=0)
+    # Ionic (Na+) conductivity; for the metal it is Table 1's "conductivity of sodium",
+    # which the single-potential model uses and the two-potential model reads as electronic.
     conductivity: Conductivity = Field(gt=0)
+    # Electronic conductivity (two potentials only); 0 is allowed (no electron leakage).
+    electronic_conductivity: Conductivity | None = Field(None, ge=0)
     diffusivity: Diffusivity | None = None
     yield_stress: Pressure | None = None
     hardening: Pressure | None = None  # default E/100
@@ -95,12 +99,18 @@ class Materials(Strict):
     transport: Literal["independent", "nernst-einstein"] = "independent"
     nu: Dimensionless = Field(0.3, gt=-1, lt=0.5)
     metal: Phase = Field(
-        default_factory=lambda: Phase(E=5e9, conductivity=1e7, diffusivity=1.5e-16, yield_stress=0.5e6)
+        default_factory=lambda: Phase(
+            E=5e9, conductivity=1e7, electronic_conductivity=1e7, diffusivity=1.5e-16, yield_stress=0.5e6
+        )
     )
     grain: Phase = Field(
-        default_factory=lambda: Phase(E=50e9, conductivity=0.1, diffusivity=1.5e-14, yield_stress=50e6)
+        default_factory=lambda: Phase(
+            E=50e9, conductivity=0.1, electronic_conductivity=1e-8, diffusivity=1.5e-14, yield_stress=50e6
+        )
     )
-    grain_boundary: Phase = Field(default_factory=lambda: Phase(E=50e9, conductivity=0.25))
+    grain_boundary: Phase = Field(
+        default_factory=lambda: Phase(E=50e9, conductivity=0.25, electronic_conductivity=1e-8)
+    )
 
     @model_validator(mode="after")
     def _complete(self):
@@ -112,6 +122,11 @@ class Materials(Strict):
             needs_d = self.transport == "independent" or name == "metal"
             if needs_d and (phase.diffusivity is None or phase.diffusivity <= 0):
                 raise ValueError(f"{name}.diffusivity: expected a positive diffusivity")
+        for name in ("metal", "grain", "grain_boundary"):
+            if getattr(self, name).electronic_conductivity is None:
+                raise ValueError(f"{name}.electronic_conductivity: expected a conductivity (0 allowed)")
+        if self.metal.electronic_conductivity <= 0:
+            raise ValueError("metal.electronic_conductivity: expected a positive conductivity")
         if self.grain_boundary.yield_stress is not None:
             raise ValueError("grain_boundary.yield_stress: yield depends on eta only (docs/model.md); remove it")
         return self
@@ -132,6 +147,10 @@ class PhaseField(Strict):
     charge_transfer_coefficient: Dimensionless = Field(0.5, gt=0, lt=1)
     electrons: int = Field(1, ge=1)
     anisotropy: Anisotropy = Field(default_factory=Anisotropy)
+    # "printed": the paper's Allen-Cahn + Butler-Volmer (eq. 1); "bounded": the whole
+    # driving force inside Butler-Volmer (docs/model.md, consistent extension), which keeps
+    # 0 <= eta <= 1 and c >= 0 with exact Na balance.
+    kinetics: Literal["printed", "bounded"] = "printed"
 
 
 class Electrode(Strict):
@@ -151,6 +170,9 @@ class Electrochemistry(Strict):
     c_metal: Concentration = Field(9.71e4, gt=0)
     temperature: Temperature = Field(298.15, gt=0)
     equilibrium_potential: Potential = 0.0
+    # "single": the paper's one potential (eqs. 1, 5); "two": electronic phi_e and ionic
+    # phi_i with eta_a = phi_e - phi_i - E_eq (docs/model.md, consistent extension).
+    potentials: Literal["single", "two"] = "single"
     electrode: Electrode = Field(default_factory=Electrode)
     # c = 1 on the right edge (bulk electrolyte reservoir, the paper's BC); false makes
     # that edge no-flux for Na+, so total Na is conserved (a verification setting).
@@ -206,6 +228,12 @@ class Solver(Strict):
     # The metal is ~equipotential once it conducts 1e4x better than the electrolyte;
     # Table 1's 1e8 contrast swamps Newton's merit function (see docs/model.md). null = off.
     metal_conductivity_contrast_cap: float | None = Field(1e4, gt=1)
+    # Two potentials: Na+ conductivity left inside the metal, relative to the grain's
+    # (keeps phi_i defined where no reaction reads it), and the strength of the lumped
+    # anchor eps (1 - h(eta))^2 (phi_e - phi_i - E_eq) that defines phi_e where nothing
+    # conducts electrons (docs/model.md: isolated metal).
+    metal_ionic_conductivity_floor: float = Field(1e-3, gt=0)
+    electronic_anchor: float = Field(1e-6, ge=0)
     petsc_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -262,6 +290,13 @@ class Config(Strict):
                 raise ValueError(f"output.probes[{i}].position: expected {d} coordinates")
             if any(x < 0 or x > L for x, L in zip(probe.position, self.domain.size)):
                 raise ValueError(f"output.probes[{i}].position: outside the domain")
+        m, ec = self.materials, self.electrochemistry
+        leak = m.grain.electronic_conductivity or m.grain_boundary.electronic_conductivity
+        if ec.potentials == "two" and not leak and self.solver.electronic_anchor <= 0:
+            raise ValueError(
+                "solver.electronic_anchor: must be positive when the electrolyte conducts no electrons "
+                "(phi_e would be undefined away from the metal)"
+            )
         if self.study is not None:
             check_parameter_path(self, self.study.parameter)
         return self

@@ -61,7 +61,10 @@ def field_panels(grids=()) -> list[Panel]:
         Panel("eta", "η (-)", "viridis"),
         Panel("c_mol_m3", "c (mol/m³)", "cividis"),
         Panel("phi_V", "φ (V)", "coolwarm"),
-        Panel("current_density_magnitude", "|i| (A/m²)", "inferno"),
+        Panel("phi_i_V", "φ_i ionic (V)", "coolwarm"),
+        Panel("phi_e_V", "φ_e electronic (V)", "coolwarm"),
+        Panel("current_density_magnitude", "|i| ionic (A/m²)", "inferno"),
+        Panel("electronic_current_density_magnitude", "|i_e| electronic (A/m²)", "inferno"),
         Panel("plastic_strain", "p (-)", "magma"),
         Panel("von_mises", "σ_vM (Pa)", "plasma"),
     ]

@@ -216,17 +216,26 @@ class ProbeEvaluator:
 class ProbeSeries:
     """|i| and phi at the configured points, one CSV row per accepted step (rank 0 writes)."""
 
-    QUANTITIES = (("current_density_magnitude", "current_density", True), ("phi_V", "phi_V", False))
+    #: (column suffix, output field, magnitude of a vector?) for whichever of them the run has
+    QUANTITIES = (
+        ("current_density_magnitude", "current_density", True),
+        ("electronic_current_density_magnitude", "electronic_current_density", True),
+        ("phi_V", "phi_V", False),
+        ("phi_i_V", "phi_i_V", False),
+        ("phi_e_V", "phi_e_V", False),
+    )
 
     def __init__(self, probes, fields, length_scale: float, path, append: bool, keep_until: float | None):
         self.names = [p.name for p in probes]
         self.fields = fields
+        present = {**fields.point_data, **fields.cells}
+        self.quantities = [q for q in self.QUANTITIES if q[1] in present]
         self.evaluator = None
         self.table = None
         if self.names:
             points = np.array([p.position for p in probes]) / length_scale
             self.evaluator = ProbeEvaluator(fields.problem.mesh, points)
-            columns = ["t"] + [f"{n}_{q}" for n in self.names for q, _, _ in self.QUANTITIES]
+            columns = ["t"] + [f"{n}_{q}" for n in self.names for q, _, _ in self.quantities]
             self.table = CsvTable(path, columns, fields.problem.comm, append=append, keep_until=keep_until)
 
     def record(self, t: float) -> None:
@@ -234,14 +243,14 @@ class ProbeSeries:
             return
         self.fields.update()
         sources = {**self.fields.point_data, **self.fields.cells}
-        functions = {column: sources[source] for column, source, _ in self.QUANTITIES}
+        functions = {column: sources[source] for column, source, _ in self.quantities}
         values = self.evaluator.evaluate_all(
-            functions, magnitude=tuple(column for column, _, magnitude in self.QUANTITIES if magnitude)
+            functions, magnitude=tuple(column for column, _, magnitude in self.quantities if magnitude)
         )
         if values is not None:
             row = {"t": t}
             for k, name in enumerate(self.names):
-                for column, _, _ in self.QUANTITIES:
+                for column, _, _ in self.quantities:
                     row[f"{name}_{column}"] = float(values[column][k])
             self.table.row(row)
 

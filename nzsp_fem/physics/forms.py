@@ -98,6 +98,56 @@ def allen_cahn_residual(eta, eta_old, dt, v, rate, dx):
     return (eta - eta_old) / dt * v * dx - rate
 
 
+# 1b. Bounded (Na-supply-limited) kinetics: our consistent extension, docs/model.md ----------
+
+
+def driving_force_residual(mu, eta, mechanical_force, v, p: AllenCahnParameters, kappa_factor, dx, dx_lumped):
+    """mu = g'(eta)/W + dpsi_e/deta/W - div(kappa grad eta)/W, tested with v (mu in units of W).
+
+    The bounded kinetics need the driving force pointwise (behind a supply limiter), which a
+    weak gradient term cannot give, so it is an unknown of its own. Pointwise terms are
+    lumped (vertex quadrature) like the rate; the mechanical force lives at the quadrature
+    points of the plastic state, so it keeps ``dx``.
+    """
+    form = (mu - double_well_slope(eta)) * v * dx_lumped - p.gradient * kappa_factor * ufl.dot(
+        ufl.grad(eta), ufl.grad(v)
+    ) * dx
+    if isinstance(mechanical_force, (int, float)) and mechanical_force == 0:
+        return form
+    return form - mechanical_force * v * dx
+
+
+def supply_limited_rate(eta, mu, c, phi, p: AllenCahnParameters, smoothing: float = 1e-3):
+    """d eta/dt = -L [mu^+ + c mu^-] - L_eta h'(eta) BV(c, phi): eq. 1 with growth limited by c.
+
+    Relaxation that grows the metal (mu < 0) takes Na+ from the electrolyte, so it is
+    multiplied by c, like the cathodic Butler-Volmer branch; relaxation that shrinks it
+    (mu > 0) releases Na+ and is unlimited. Hence every positive rate vanishes at c = 0 and
+    c >= 0 holds with exact Na balance; while c = 1 the rate is the printed one.
+    |mu| is smoothed as mu^2 / sqrt(mu^2 + w^2) (0 at mu = 0: flat eta stays put).
+    """
+    mu_abs = mu**2 / ufl.sqrt(mu**2 + smoothing**2)
+    relaxation = 0.5 * (mu * (1 + c) + mu_abs * (1 - c))
+    return -p.mobility * relaxation - p.reaction * dh(eta) * butler_volmer(eta, c, phi, p)
+
+
+def lumped_phase_residual(eta, eta_old, dt, v, rate, dx_lumped):
+    """(eta - eta_n)/dt = rate, lumped: each node's eta sees its own rate (nodal bounds), and
+    the same lumped rate is the sink of the c and charge equations (exact balances)."""
+    return ((eta - eta_old) / dt - rate) * v * dx_lumped
+
+
+def electronic_anchor(overpotential, eta, v, strength, dx_lumped):
+    """eps (1 - h(eta))^2 eta_a, tested with v: defines phi_e where nothing conducts electrons.
+
+    With zero electronic conductivity of the electrolyte, phi_e has no equation away from
+    the metal (singular Jacobian). This lumped term pins it to local equilibrium there
+    (eta_a = 0: no driving force without electrons) and vanishes in the metal; unlike a
+    conductivity floor it carries no current between distant points (measured, docs/model.md).
+    """
+    return strength * (1 - h(eta)) ** 2 * overpotential * v * dx_lumped
+
+
 # 2. Mechanical driving force ---------------------------------------------------------------
 
 
@@ -132,12 +182,19 @@ def _tested(source, v, dx):
     return source * v * dx
 
 
-def nernst_planck_residual(c, c_old, dt, flux, v, deposition_rate, site_ratio, dx):
+def nernst_planck_residual(c, c_old, dt, flux, v, deposition_rate, site_ratio, dx, storage_dx=None):
     """dc/dt = div(D grad c + D c n grad phi) - (c_m/c0) d eta/dt.
 
-    ``deposition_rate`` is d eta/dt as a field or, in the solver, the weak allen_cahn_rate.
+    ``deposition_rate`` is d eta/dt as a field or, in the solver, the weak rate (tested).
+    ``storage_dx``: the measure of dc/dt (the lumped one with the bounded kinetics).
     """
-    return ((c - c_old) / dt * v + ufl.dot(flux, ufl.grad(v))) * dx + site_ratio * _tested(deposition_rate, v, dx)
+    if storage_dx is None:
+        return ((c - c_old) / dt * v + ufl.dot(flux, ufl.grad(v))) * dx + site_ratio * _tested(deposition_rate, v, dx)
+    return (
+        (c - c_old) / dt * v * storage_dx
+        + ufl.dot(flux, ufl.grad(v)) * dx
+        + site_ratio * _tested(deposition_rate, v, dx)
+    )
 
 
 # 5. Charge conservation ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from .materials import PhaseValues
-from .parameters import FARADAY, diffusivity, thermal_voltage, time_scale
+from .parameters import FARADAY, GAS_CONSTANT, diffusivity, thermal_voltage, time_scale
 
 
 @dataclass
@@ -72,6 +72,36 @@ class Scaling:
             m.grain.conductivity / self.conductivity,
             m.grain_boundary.conductivity / self.conductivity,
         )
+
+    def ionic_conductivities(self) -> PhaseValues:
+        """Na+ conductivities of the two-potential model (scaled): none in the metal but a
+        floor that keeps phi_i defined there (no reaction reads it, h'(eta) = 0)."""
+        m = self.cfg.materials
+        floor = self.cfg.solver.metal_ionic_conductivity_floor * m.grain.conductivity
+        return PhaseValues(
+            floor / self.conductivity,
+            m.grain.conductivity / self.conductivity,
+            m.grain_boundary.conductivity / self.conductivity,
+        )
+
+    def electronic_conductivities(self) -> PhaseValues:
+        """Electronic conductivities of the two-potential model (scaled); the metal's is
+        capped like metal_conductivity (the same Newton merit-function argument)."""
+        m, cap = self.cfg.materials, self.cfg.solver.metal_conductivity_contrast_cap
+        metal = m.metal.electronic_conductivity
+        if cap is not None:
+            metal = min(metal, cap * max(m.grain.conductivity, m.grain_boundary.conductivity))
+        return PhaseValues(
+            metal / self.conductivity,
+            m.grain.electronic_conductivity / self.conductivity,
+            m.grain_boundary.electronic_conductivity / self.conductivity,
+        )
+
+    def coupling(self) -> float:
+        """W/(c_m R T): the phase-field energy density per mole of Na, in units of RT
+        (how the bounded kinetics put the phase-field driving force into Butler-Volmer)."""
+        cfg = self.cfg
+        return self.energy_density / (cfg.electrochemistry.c_metal * GAS_CONSTANT * cfg.electrochemistry.temperature)
 
     def moduli(self) -> PhaseValues:
         m = self.cfg.materials

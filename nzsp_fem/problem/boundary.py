@@ -2,9 +2,10 @@
 needs them (the mixed space of the coupled problem, or one field's space in the start-up
 solves).
 
-Right edge (x = Lx): reservoir, phi = 0 and c = 1 (unless electrochemistry.reservoir is
-off). Left edge (x = 0): the Na electrode, phi = phi_app (potentiostatic) or a current
-density (galvanostatic, a Neumann term). Mechanics: u_x = 0 on left and right, u_y = 0 at
+Right edge (x = Lx): reservoir, phi = 0 (the ionic potential with two potentials) and
+c = 1 (unless electrochemistry.reservoir is off). Left edge (x = 0): the Na electrode,
+phi = phi_app (the electronic potential phi_e with two potentials) or a current density
+(galvanostatic, a Neumann term on the same potential). Mechanics: u_x = 0 on left and right, u_y = 0 at
 the bottom (u_z = 0 at the front in 3D), an optional stack pressure on the top edge.
 """
 
@@ -35,11 +36,14 @@ class Dirichlet:
 
 def dirichlet_conditions(cfg: Config, scaling: Scaling, dim: int) -> list[Dirichlet]:
     ec = cfg.electrochemistry
+    # With two potentials the electrode sets the electronic potential and the reservoir the
+    # ionic one; with one, both act on phi.
+    electrode_field = "phi_e" if ec.potentials == "two" else "phi"
     out = [Dirichlet("phi", 0.0, (RIGHT,))]
     if ec.reservoir:
         out.append(Dirichlet("c", 0.0 if cfg.solver.log_concentration else 1.0, (RIGHT,)))
     if ec.electrode.mode == "potentiostatic":
-        out.append(Dirichlet("phi", ec.electrode.potential / scaling.potential, (LEFT,)))
+        out.append(Dirichlet(electrode_field, ec.electrode.potential / scaling.potential, (LEFT,)))
     if cfg.mechanics.enabled:
         out.append(Dirichlet("u", 0.0, (LEFT, RIGHT), component=0))
         out.append(Dirichlet("u", 0.0, (BOTTOM,), component=1))

@@ -65,6 +65,10 @@ class CoupledProblem:
         self.dt = fem.Constant(msh, PETSc.ScalarType(cfg.time.dt_initial / sc.time))
         self.reaction = fem.Constant(msh, PETSc.ScalarType(0.0))
 
+        self.two_potentials = cfg.electrochemistry.potentials == "two"
+        self.bounded = cfg.phase_field.kinetics == "bounded"
+        # Vertex quadrature: mass lumping of the pointwise terms of the bounded kinetics.
+        self.dx_lumped = ufl.Measure("dx", msh, metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
         self.plastic = PlasticState(msh, q) if (self.mechanics and cfg.mechanics.plasticity) else None
         if self.plastic is not None:
             self.dx = self.plastic.dx
@@ -147,25 +151,66 @@ class CoupledProblem:
             self.sigma = self.eps_e = self.ret = None
             mech_force = 0.0
 
-        local_rate = forms.allen_cahn_local_rate(eta, c, phi, mech_force, p)
+        # The overpotential's electrode side: phi itself (paper) or phi_e - phi_i.
+        electrode_minus_electrolyte = now.phi_e - phi if self.two_potentials else phi
         kappa = self.kappa_factor(eta)
+        storage_dx = None
+        if self.bounded:
+            local_rate = forms.supply_limited_rate(eta, now.mu, c, electrode_minus_electrolyte, p)
+            dxl = self.dx_lumped
 
-        def rate(v):
-            return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)
+            def rate(v):
+                return local_rate * v * dxl
 
+            F = forms.lumped_phase_residual(eta, old.eta, self.dt, tests.eta, local_rate, dxl)
+            F += forms.driving_force_residual(now.mu, eta, mech_force, tests.mu, p, kappa, dx, dxl)
+            storage_dx = dxl
+        else:
+            local_rate = forms.allen_cahn_local_rate(eta, c, electrode_minus_electrolyte, mech_force, p)
+
+            def rate(v):
+                return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)
+
+            F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), dx)
         self.deposition_rate = rate
-        F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), dx)
 
         D = mix(sc.diffusivity(), eta, self.beta, cfg.materials.mixing)
         grad_c = c * ufl.grad(raw.c) if self.log_c else ufl.grad(raw.c)
         self.np_flux = forms.nernst_planck_flux(c, grad_c, ufl.grad(phi), D, cfg.phase_field.electrons)
         site_ratio = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
-        F += forms.nernst_planck_residual(c, old.c, self.dt, self.np_flux, tests.c, rate(tests.c), site_ratio, dx)
+        F += forms.nernst_planck_residual(
+            c, old.c, self.dt, self.np_flux, tests.c, rate(tests.c), site_ratio, dx, storage_dx
+        )
 
-        self.sigma_el = mix(sc.conductivities(), eta, self.beta, cfg.materials.mixing)
         self.charge_source = sc.charge_source()
-        F += forms.charge_residual(phi, self.sigma_el, tests.phi, rate(tests.phi), self.charge_source, dx)
-        electrode = electrode_current_term(cfg, sc, tests.phi, self.ds)
+        if self.two_potentials:
+            # Conductivities follow the metal-first rule whatever materials.mixing says: with
+            # the paper's rule a dendrite inside a GB would keep the GB's (tiny) electronic
+            # conductivity and stop conducting electrons.
+            self.sigma_el = mix(sc.ionic_conductivities(), eta, self.beta, "metal-first")
+            self.sigma_e = mix(sc.electronic_conductivities(), eta, self.beta, "metal-first")
+        else:
+            self.sigma_el = mix(sc.conductivities(), eta, self.beta, cfg.materials.mixing)
+            self.sigma_e = None
+        self.charge_residuals = {
+            "ionic": lambda v: forms.charge_residual(phi, self.sigma_el, v, rate(v), self.charge_source, dx)
+        }
+        F += self.charge_residuals["ionic"](tests.phi)
+        electrode_test = tests.phi
+        if self.two_potentials:
+            overpotential = electrode_minus_electrolyte - p.equilibrium_potential
+            anchor = cfg.solver.electronic_anchor
+
+            def electronic(v):
+                form = forms.charge_residual(now.phi_e, self.sigma_e, v, rate(v), -self.charge_source, dx)
+                if anchor > 0:
+                    form += forms.electronic_anchor(overpotential, eta, v, anchor, self.dx_lumped)
+                return form
+
+            self.charge_residuals["electronic"] = electronic
+            F += electronic(tests.phi_e)
+            electrode_test = tests.phi_e
+        electrode = electrode_current_term(cfg, sc, electrode_test, self.ds)
         if electrode is not None:
             F += electrode
 
@@ -192,11 +237,14 @@ class CoupledProblem:
         return eta
 
     def potential_startup(self, eta0):
-        """(F, phi, bcs): steady conduction with the initial eta (no deposition yet).
+        """(F, phi, bcs): steady conduction with the initial eta (no deposition yet), or None
+        with two potentials (see :meth:`initial_potentials`).
 
-        A straight-line phi through a metal nucleus makes the first implicit step dissolve
-        it (docs/model.md), so phi starts from this solution.
+        A straight-line phi through a metal nucleus makes the first implicit step of the
+        single-potential model dissolve it (docs/model.md), so phi starts from this solution.
         """
+        if self.two_potentials:
+            return None
         V = self.collapsed_space("phi")
         phi, v = fem.Function(V), ufl.TestFunction(V)
         sigma = mix(self.scaling.conductivities(), eta0, self.beta, self.cfg.materials.mixing)
@@ -208,6 +256,25 @@ class CoupledProblem:
             self.dirichlet, lambda name: V if name == "phi" else None, self.poly.facet_tags, self.dim - 1
         )
         return F, phi, bcs
+
+    def initial_potentials(self, x):
+        """Two potentials: (phi_i, phi_e) at points x, scaled.
+
+        phi_i falls linearly from the electrode to the reservoir (its value at the electrode
+        is the applied potential, or what i_app needs through the grain); phi_e is the
+        electrode's potential everywhere. The first steps (with the reaction ramp) then set
+        up the double layers; no start-up solve is needed because every nucleus is now
+        stable (docs/model.md).
+        """
+        cfg, sc = self.cfg, self.scaling
+        lx = cfg.domain.size[0] / sc.length
+        electrode = cfg.electrochemistry.electrode
+        if electrode.mode == "potentiostatic":
+            at_electrode = electrode.potential / sc.potential
+        else:
+            at_electrode = -electrode.current_density / sc.current_density * lx
+        phi_i = at_electrode * (1.0 - x[0] / lx)
+        return phi_i, np.full_like(phi_i, at_electrode)
 
     def mechanics_startup(self, eta0):
         """(F, u, bcs, return map or None): mechanical equilibrium with the initial eigenstrain."""

@@ -17,7 +17,7 @@ from petsc4py import PETSc
 import ufl
 from dolfinx import fem, la
 
-from ..mesh import LEFT
+from ..mesh import LEFT, RIGHT
 from ..physics import forms
 from ..physics.cell_average import CellAverage
 from ..physics.elasticity import von_mises
@@ -38,6 +38,9 @@ class Diagnostics:
     metal_fraction: float = dataclasses.field(metadata=SERIES)
     penetration_depth_m: float = dataclasses.field(metadata=SERIES)
     electrode_current_A: float = dataclasses.field(metadata=SERIES)
+    reservoir_current_A: float = dataclasses.field(metadata=SERIES)
+    deposition_current_A: float = dataclasses.field(metadata=SERIES)
+    anchor_current_A: float = dataclasses.field(metadata=SERIES)
     max_current_density_A_m2: float = dataclasses.field(metadata=SERIES)
     max_von_mises_Pa: float = dataclasses.field(metadata=SERIES)
     max_plastic_strain: float = dataclasses.field(metadata=SERIES)
@@ -65,9 +68,7 @@ class DiagnosticsEvaluator:
         self.problem = pb = problem
         eta, c, phi = (getattr(pb.fields(pb.w), k) for k in ("eta", "c", "phi"))
         V = pb.collapsed_space("phi")
-        chi = fem.Function(V)
-        chi.x.array[fem.locate_dofs_topological(V, pb.dim - 1, pb.facets(LEFT))] = 1.0
-        chi.x.scatter_forward()
+        chi_left, chi_right = (self._indicator(V, tag) for tag in (LEFT, RIGHT))
         grad = ufl.grad(phi)
         current = pb.sigma_el * ufl.sqrt(ufl.dot(grad, grad) + 1e-300)
         integrands = {
@@ -79,30 +80,66 @@ class DiagnosticsEvaluator:
             "beta_current": pb.beta * current,
         }
         self._integrals = {k: fem.form(e * pb.dx) for k, e in integrands.items()}
-        # The electrode current is the charge residual on the electrode's shape functions:
-        # the variationally consistent flux, which balances exactly at convergence.
-        self._electrode = fem.form(
-            forms.charge_residual(phi, pb.sigma_el, chi, pb.deposition_rate(chi), pb.charge_source, pb.dx)
-        )
+        # Boundary currents are charge residuals on the boundary's shape functions: the
+        # variationally consistent fluxes, which balance exactly at convergence. The
+        # electrode passes electrons when there are two potentials, ions when there is one.
+        electrode_equation = "electronic" if pb.two_potentials else "ionic"
+        self._electrode = fem.form(pb.charge_residuals[electrode_equation](chi_left))
+        self._reservoir = fem.form(pb.charge_residuals["ionic"](chi_right))
+        one = fem.Constant(pb.mesh, PETSc.ScalarType(1.0))
+        self._deposition = fem.form(pb.charge_source * pb.deposition_rate(one))
+        anchor = pb.cfg.solver.electronic_anchor
+        self._anchor = None
+        if pb.two_potentials and anchor > 0:
+            overpotential = pb.fields(pb.w).phi_e - phi - pb.ac.equilibrium_potential
+            self._anchor = fem.form(forms.electronic_anchor(overpotential, eta, one, anchor, pb.dx_lumped))
         V_eta = pb.collapsed_space("eta")
         self._n_owned = V_eta.dofmap.index_map.size_local
         self._x_owned = V_eta.tabulate_dof_coordinates()[: self._n_owned, 0]
         self._gb = gb_vertex_mask(pb, V_eta, self._n_owned)
         self._cell_averages = self._build_cell_averages()
 
+    def _indicator(self, V, tag):
+        """1 on the dofs of the boundary ``tag``, 0 elsewhere: a test function whose
+        residual is the flux through that boundary."""
+        pb = self.problem
+        chi = fem.Function(V)
+        chi.x.array[fem.locate_dofs_topological(V, pb.dim - 1, pb.facets(tag))] = 1.0
+        chi.x.scatter_forward()
+        return chi
+
     def _allreduce(self, value, op=MPI.SUM):
         return self.problem.comm.allreduce(value, op=op)
 
-    def electrode_current(self) -> float:
-        """Current out of the electrolyte into the left electrode (A, or A/m in 2D), i.e. the
-        flux of i = -sigma grad phi through the left edge: positive for a cathodic electrode
-        current. Under potentiostatic growth it is the right-edge current minus the
-        deposition current nFc_m d(int eta)/dt (the model's charge sink), so it can be
-        negative while Na plates."""
+    def _current(self, form, sign: float) -> float:
         pb = self.problem
-        value = self._allreduce(fem.assemble_scalar(self._electrode))
         sc = pb.scaling
-        return -value * sc.current_density * sc.length ** (pb.dim - 1)
+        value = self._allreduce(fem.assemble_scalar(form))
+        return sign * value * sc.current_density * sc.length ** (pb.dim - 1)
+
+    def electrode_current(self) -> float:
+        """Conventional current leaving the domain through the Na electrode (A, or A/m in
+        2D): positive while Na plates.
+
+        With two potentials it is the electronic current, equal to the ionic current
+        entering at the reservoir and to n F c_m d/dt int(eta). With the paper's single
+        potential it is the flux of -sigma grad phi, which equals the reservoir current
+        minus n F c_m d/dt int(eta) (the model's charge sink), so it can be negative while Na
+        plates (docs/model.md)."""
+        return self._current(self._electrode, -1.0)
+
+    def reservoir_current(self) -> float:
+        """Ionic current entering the domain at the reservoir edge (A, or A/m in 2D)."""
+        return self._current(self._reservoir, 1.0)
+
+    def deposition_current(self) -> float:
+        """n F c_m d/dt int(eta) from the rate (A, or A/m in 2D): the charge the metal takes."""
+        return self._current(self._deposition, 1.0)
+
+    def anchor_current(self) -> float:
+        """Electrons the phi_e anchor removes (A, or A/m in 2D): the only non-conservative
+        electronic term, reported so its size is visible (0 with one potential)."""
+        return self._current(self._anchor, 1.0) if self._anchor is not None else 0.0
 
     def __call__(self) -> Diagnostics:
         pb = self.problem
@@ -139,6 +176,9 @@ class DiagnosticsEvaluator:
             metal_fraction=integral["eta"] / integral["volume"],
             penetration_depth_m=depth * sc.length,
             electrode_current_A=self.electrode_current(),
+            reservoir_current_A=self.reservoir_current(),
+            deposition_current_A=self.deposition_current(),
+            anchor_current_A=self.anchor_current(),
             max_current_density_A_m2=cell_max("current_density_magnitude"),
             max_von_mises_Pa=cell_max("von_mises"),
             max_plastic_strain=cell_max("plastic_strain"),
@@ -166,6 +206,13 @@ class DiagnosticsEvaluator:
             "current_density": CellAverage(i_vec, dg0_vector, pb.dx),
             "current_density_magnitude": CellAverage(ufl.sqrt(ufl.dot(i_vec, i_vec)), dg0, pb.dx),
         }
+        if pb.two_potentials:
+            # With two potentials "current_density" above is the ionic current.
+            ie_vec = -pb.sigma_e * ufl.grad(pb.fields(pb.w).phi_e) * sc.current_density
+            averages["electronic_current_density"] = CellAverage(ie_vec, dg0_vector, pb.dx)
+            averages["electronic_current_density_magnitude"] = CellAverage(
+                ufl.sqrt(ufl.dot(ie_vec, ie_vec)), dg0, pb.dx
+            )
         if pb.mechanics:
             # pb.dx is the plastic state's quadrature when plasticity is on.
             averages["von_mises"] = CellAverage(von_mises(pb.sigma) * sc.stress, dg0, pb.dx)

@@ -39,6 +39,8 @@ def field_table(cfg: Config, scaling: Scaling, dim: int) -> tuple[Field, ...]:
     """The unknowns for this config, in mixed-space order."""
     sc, ec = scaling, cfg.electrochemistry
     log_c = cfg.solver.log_concentration
+    two = ec.potentials == "two"
+    W = cfg.phase_field.barrier_height
     table = [
         Field(
             "eta",
@@ -51,7 +53,24 @@ def field_table(cfg: Config, scaling: Scaling, dim: int) -> tuple[Field, ...]:
             upper=1.0,
             description="phase field: 1 Na metal, 0 electrolyte",
         ),
-        # The lower bound of c only applies to c itself: ln c is unbounded.
+    ]
+    if cfg.phase_field.kinetics == "bounded":
+        # Read pointwise by the supply-limited rate; its old value is never used (initial 0
+        # is only Newton's first guess).
+        table.append(
+            Field(
+                "mu",
+                (),
+                1,
+                W,
+                (("driving_force_J_m3", W),),
+                "chem",
+                initial=0.0,
+                description="phase-field driving force dF/deta / W",
+            )
+        )
+    # The lower bound of c only applies to c itself: ln c is unbounded.
+    table.append(
         Field(
             "c",
             (),
@@ -63,11 +82,32 @@ def field_table(cfg: Config, scaling: Scaling, dim: int) -> tuple[Field, ...]:
             logarithmic=log_c,
             initial=1.0,
             description="Na+ concentration / c0",
-        ),
+        )
+    )
+    # One potential: the paper's phi. Two: phi is the ionic (electrolyte) potential phi_i.
+    table.append(
         Field(
-            "phi", (), 1, sc.potential, (("phi_V", sc.potential),), "chem", description="electric potential / (RT/F)"
-        ),
-    ]
+            "phi",
+            (),
+            1,
+            sc.potential,
+            (("phi_i_V" if two else "phi_V", sc.potential),),
+            "chem",
+            description="ionic potential / (RT/F)" if two else "electric potential / (RT/F)",
+        )
+    )
+    if two:
+        table.append(
+            Field(
+                "phi_e",
+                (),
+                1,
+                sc.potential,
+                (("phi_e_V", sc.potential),),
+                "chem",
+                description="electronic (electrode) potential / (RT/F)",
+            )
+        )
     if cfg.mechanics.enabled:
         table.append(
             Field(

@@ -41,9 +41,15 @@ class CoupledSolver:
         for f in pb.table:
             if f.initial is not None:
                 pb.set_sub(f.name, np.log(f.initial) if f.logarithmic else f.initial)
-        F, phi, bcs = pb.potential_startup(eta0)
-        _solve_once(F, phi, bcs, linear_startup_options(), "nzsp_init_phi_", "initial potential solve")
-        pb.set_sub("phi", phi.x.array)
+        startup = pb.potential_startup(eta0)
+        if startup is not None:
+            F, phi, bcs = startup
+            _solve_once(F, phi, bcs, linear_startup_options(), "nzsp_init_phi_", "initial potential solve")
+            pb.set_sub("phi", phi.x.array)
+        else:
+            for index, name in enumerate(("phi", "phi_e")):
+                x = pb.collapsed_space(name).tabulate_dof_coordinates().T
+                pb.set_sub(name, pb.initial_potentials(x)[index])
         if pb.mechanics:
             F, u, bcs, ret = pb.mechanics_startup(eta0)
             _solve_once(F, u, bcs, nonlinear_startup_options(pb.cfg), "nzsp_init_u_", "initial mechanical equilibrium")
