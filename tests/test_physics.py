@@ -66,8 +66,9 @@ BASE = {
     "mesh": {"size_grain": "60 nm", "size_gb": "15 nm", "size_nucleus": "15 nm", "cache_dir": MESH_CACHE},
     "nuclei": {"radius": "60 nm", "positions": [["0 um", "0.2 um"]]},
     "materials": {"transport": "nernst-einstein"},
-    "phase_field": {"gradient_coefficient": "7.2e-10 J/m", "reaction_ramp_time": 0.0},
-    "electrochemistry": {"electrode": {"mode": "potentiostatic", "potential": PHI_APP}},
+    # The paper's printed model (one potential, printed kinetics): what these tests verify.
+    "phase_field": {"gradient_coefficient": "7.2e-10 J/m", "reaction_ramp_time": 0.0, "kinetics": "printed"},
+    "electrochemistry": {"potentials": "single", "electrode": {"mode": "potentiostatic", "potential": PHI_APP}},
     "mechanics": {"enabled": False, "plasticity": True},
 }
 DT = 1e-6  # s; ~3 Newton iterations per step on this mesh

@@ -91,7 +91,7 @@ def _compare(a, b, rtol):
     assert sum_a["steps"] == sum_b["steps"]
     for key in ("integral_eta", "integral_c", "integral_phi", "max_von_mises_Pa", "max_plastic_strain"):
         assert sum_b[key] == pytest.approx(sum_a[key], rel=rtol, abs=1e-30), key
-    for name in ("eta", "c", "phi_V"):
+    for name in ("eta", "c", "phi_i_V", "phi_e_V"):
         x, y = np.asarray(grid_a.point_data[name]), np.asarray(grid_b.point_data[name])
         assert np.max(np.abs(x - y)) <= rtol * np.max(np.abs(x)), name
     for name in ("plastic_strain", "von_mises"):

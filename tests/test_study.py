@@ -94,7 +94,7 @@ def test_outputs_open_in_vtk_and_adios2(study_dir):
     assert grid.n_cells > 0
     eta = np.asarray(grid.point_data["eta"])
     assert eta.max() > 0.9 and eta.min() < 0.1
-    assert np.all(np.isfinite(grid.point_data["phi_V"]))
+    assert np.all(np.isfinite(grid.point_data["phi_i_V"])) and np.all(np.isfinite(grid.point_data["phi_e_V"]))
 
     import adios2
 
@@ -102,7 +102,7 @@ def test_outputs_open_in_vtk_and_adios2(study_dir):
 
     with adios2.FileReader(str(study_dir / first_case / "fields" / "nodal.bp")) as reader:
         variables = reader.available_variables()
-        assert {"eta", "phi_V", "c"} <= set(variables)
+        assert {"eta", "phi_i_V", "phi_e_V", "c"} <= set(variables)
         steps = int(variables["eta"]["AvailableStepsCount"])
         assert steps == 2  # t = 0 and the single output time
         last = reader.read("eta", step_selection=[steps - 1, 1])

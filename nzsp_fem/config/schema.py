@@ -150,7 +150,7 @@ class PhaseField(Strict):
     # "printed": the paper's Allen-Cahn + Butler-Volmer (eq. 1); "bounded": the whole
     # driving force inside Butler-Volmer (docs/model.md, consistent extension), which keeps
     # 0 <= eta <= 1 and c >= 0 with exact Na balance.
-    kinetics: Literal["printed", "bounded"] = "printed"
+    kinetics: Literal["printed", "bounded"] = "bounded"
 
 
 class Electrode(Strict):
@@ -172,7 +172,7 @@ class Electrochemistry(Strict):
     equilibrium_potential: Potential = 0.0
     # "single": the paper's one potential (eqs. 1, 5); "two": electronic phi_e and ionic
     # phi_i with eta_a = phi_e - phi_i - E_eq (docs/model.md, consistent extension).
-    potentials: Literal["single", "two"] = "single"
+    potentials: Literal["single", "two"] = "two"
     electrode: Electrode = Field(default_factory=Electrode)
     # c = 1 on the right edge (bulk electrolyte reservoir, the paper's BC); false makes
     # that edge no-flux for Na+, so total Na is conserved (a verification setting).
