@@ -34,6 +34,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from mms_support import g_model, h_model, l2_error, rates_of, slope, snes_options
 
 from mpi4py import MPI
 
@@ -78,36 +79,7 @@ def parameters(**changes):
     return replace(p, **changes)
 
 
-def snes_options():
-    return {
-        "snes_type": "newtonls",
-        "snes_linesearch_type": "bt",
-        "ksp_type": "preonly",
-        "pc_type": "lu",
-        "pc_factor_mat_solver_type": "mumps",
-        "snes_rtol": 1e-11,
-        "snes_atol": 1e-12,
-        "snes_stol": 0.0,
-        "snes_max_it": 30,
-    }
-
-
 # Strong form of MODEL.md eq. 1, transcribed independently of forms.py ----------------------
-
-
-def g_model(e):
-    """g(eta)/W = eta^2 (1 - eta)^2."""
-    return e**2 * (1 - e) ** 2
-
-
-def h_model(e):
-    """h(eta) = eta^3 (6 eta^2 - 15 eta + 10)."""
-    return e**3 * (6 * e**2 - 15 * e + 10)
-
-
-def slope(fn, e):
-    var = ufl.variable(e)
-    return ufl.diff(fn(var), var)
 
 
 def rate_model(eta, c, phi, mech):
@@ -140,12 +112,6 @@ def phi_field(x, t):
 
 def mech_field(x):
     return 0.3 * ufl.cos(PI * x[0]) * x[1] + 0.1
-
-
-def l2_error(approx, exact, msh):
-    dx = ufl.Measure("dx", domain=msh, metadata={"quadrature_degree": Q_ERROR})
-    local = fem.assemble_scalar(fem.form((approx - exact) ** 2 * dx))
-    return math.sqrt(COMM.allreduce(local, op=MPI.SUM))
 
 
 def solve_mms(n, p_forms, local_p=None, must_converge=True):
@@ -184,10 +150,6 @@ def solve_mms(n, p_forms, local_p=None, must_converge=True):
         return math.inf
     assert report.converged, f"SNES did not converge at N = {n}: {report}"
     return l2_error(eta, eta_exact, msh)
-
-
-def rates_of(errors, sizes):
-    return [math.log(errors[i] / errors[i + 1]) / math.log(sizes[i + 1] / sizes[i]) for i in range(len(errors) - 1)]
 
 
 # 1. MMS at non-degenerate parameters ---------------------------------------------------------

@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 import pytest
+from mms_support import g_model, h_model, slope, snes_options
 
 from mpi4py import MPI
 
@@ -62,22 +63,6 @@ T1 = T0 + DT
 PI = math.pi
 SITE_RATIO = 9.71  # c_m / c0 of Table 1
 ELECTRONS = 1
-
-
-def snes_options(**overrides):
-    opts = {
-        "snes_type": "newtonls",
-        "snes_linesearch_type": "bt",
-        "ksp_type": "preonly",
-        "pc_type": "lu",
-        "pc_factor_mat_solver_type": "mumps",
-        "snes_rtol": 1e-11,
-        "snes_atol": 1e-12,
-        "snes_stol": 0.0,
-        "snes_max_it": 30,
-    }
-    opts.update(overrides)
-    return opts
 
 
 # Helpers ----------------------------------------------------------------------------------
@@ -157,22 +142,6 @@ def check_rates(name, errors):
 
 
 # Strong forms, transcribed from shared/MODEL.md (independently of forms.py) -----------------
-
-
-def g_model(e):
-    """g(eta)/W = eta^2 (1 - eta)^2."""
-    return e**2 * (1 - e) ** 2
-
-
-def h_model(e):
-    """h(eta) = eta^3 (6 eta^2 - 15 eta + 10)."""
-    return e**3 * (6 * e**2 - 15 * e + 10)
-
-
-def slope(fn, e):
-    """d fn / d eta at the expression e, by UFL's symbolic differentiation."""
-    var = ufl.variable(e)
-    return ufl.diff(fn(var), var)
 
 
 def butler_volmer_model(c, phi, p):

@@ -68,6 +68,7 @@ import math
 from dataclasses import replace
 
 import pytest
+from mms_support import g_model, h_model, l2_error, rates_of, slope, snes_options
 
 from mpi4py import MPI
 
@@ -120,34 +121,7 @@ def parameters(**changes):
     return replace(p, **changes)
 
 
-def snes_options():
-    return {
-        "snes_type": "newtonls",
-        "snes_linesearch_type": "bt",
-        "ksp_type": "preonly",
-        "pc_type": "lu",
-        "pc_factor_mat_solver_type": "mumps",
-        "snes_rtol": 1e-11,
-        "snes_atol": 1e-12,
-        "snes_stol": 0.0,
-        "snes_max_it": 30,
-    }
-
-
 # Strong form, transcribed independently of forms.py ----------------------------------------
-
-
-def g_model(e):
-    return e**2 * (1 - e) ** 2
-
-
-def h_model(e):
-    return e**3 * (6 * e**2 - 15 * e + 10)
-
-
-def slope(fn, e):
-    var = ufl.variable(e)
-    return ufl.diff(fn(var), var)
 
 
 def kappa_model(grad_eta, anisotropic):
@@ -220,16 +194,6 @@ def interpolate(V, expr):
     f = fem.Function(V)
     f.interpolate(fem.Expression(expr, V.element.interpolation_points()))
     return f
-
-
-def l2_error(approx, exact, msh):
-    dx = ufl.Measure("dx", domain=msh, metadata={"quadrature_degree": Q_ERROR})
-    local = fem.assemble_scalar(fem.form((approx - exact) ** 2 * dx))
-    return math.sqrt(COMM.allreduce(local, op=MPI.SUM))
-
-
-def rates_of(errors, sizes):
-    return [math.log(errors[i] / errors[i + 1]) / math.log(sizes[i + 1] / sizes[i]) for i in range(len(errors) - 1)]
 
 
 def solve_mms(n, p_forms, anisotropic=False, must_converge=True):
