@@ -9,12 +9,12 @@ Why
     the numbers.
 
 What is verified
-    1. ``test_allen_cahn_mms_nondegenerate``: MMS of MODEL.md eq. 1 (Allen-Cahn with the
+    1. ``test_allen_cahn_mms_nondegenerate``: MMS of docs/model.md eq. 1 (Allen-Cahn with the
        Butler-Volmer term, a given c, phi and mechanical driving force), P1 on the unit
        square, N = 8 .. 64, through forms.allen_cahn_local_rate / allen_cahn_rate /
        allen_cahn_residual with an AllenCahnParameters. L2 rate of the finest pair must be
-       2 within 0.1. The source is the strong form written in this file from MODEL.md
-       (g', h' by ufl.diff of g and h as MODEL.md prints them), never from forms.py.
+       2 within 0.1. The source is the strong form written in this file from docs/model.md
+       (g', h' by ufl.diff of g and h as docs/model.md prints them), never from forms.py.
     2. ``test_allen_cahn_mms_detects_parameter_mistakes``: the same MMS with forms given
        the mutated kinetics (alpha -> 1 - alpha, n -> n^2, mobility dropped from the local
        rate) while the source keeps the right ones: the error must stop converging. This
@@ -79,7 +79,7 @@ def parameters(**changes):
     return replace(p, **changes)
 
 
-# Strong form of MODEL.md eq. 1, transcribed independently of forms.py ----------------------
+# Strong form of docs/model.md eq. 1, transcribed independently of forms.py ----------------------
 
 
 def rate_model(eta, c, phi, mech):

@@ -1,7 +1,7 @@
 """Interpolation, double well and the mixing rules of nzsp_fem.materials against values
 computed by hand (issue 12, item 2).
 
-Every expected number below is worked out in its comment from MODEL.md's formulas
+Every expected number below is worked out in its comment from docs/model.md's formulas
     h(x) = x^3 (6x^2 - 15x + 10),  h'(x) = 30 x^2 (1-x)^2,  g/W = x^2 (1-x)^2,
     "paper":       P = h(b) P_GB + (1-h(b)) [h(e) P_DE + (1-h(e)) P_SE]
     "metal-first": P = h(e) P_DE + (1-h(e)) [h(b) P_GB + (1-h(b)) P_SE]
@@ -157,7 +157,7 @@ def test_mix_and_slope_hand_values(case):
 
 
 def test_mix_default_rule_is_paper_and_unknown_rule_raises():
-    """MODEL.md: "paper" is the paper's rule and the default; a typo must not fall through."""
+    """docs/model.md: "paper" is the paper's rule and the default; a typo must not fall through."""
     assert materials.mix(P, 1.0, 1.0) == 20.0
     assert materials.mix_slope_eta(P, 0.5, 1.0) == 0.0
     with pytest.raises(ValueError):

@@ -45,7 +45,7 @@ from nzsp_fem.solver.snes import SNESProblem
 COMM = MPI.COMM_WORLD
 NU = 0.3
 OMEGA = 0.05
-# Young's moduli scaled by E_SE: metal 5 GPa, grain 50 GPa, GB 20 GPa (MODEL.md values / 50 GPa)
+# Young's moduli scaled by E_SE: metal 5 GPa, grain 50 GPa, GB 20 GPa (docs/model.md values / 50 GPa)
 MODULI = PhaseValues(metal=0.1, grain=1.0, grain_boundary=0.4)
 ETA, BETA = 0.7, 0.3
 

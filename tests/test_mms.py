@@ -8,9 +8,9 @@ What is verified
 
 How the sources are made
     The exact fields are UFL expressions of ``ufl.SpatialCoordinate``. Each source is the
-    strong-form residual of the exact fields, written in this file from shared/MODEL.md
+    strong-form residual of the exact fields, written in this file from docs/model.md
     (scaled units, potentials in units of RT/F) with ``ufl.div``/``ufl.grad``, with g'(eta)
-    and h'(eta) obtained by ``ufl.diff`` of g and h as MODEL.md prints them and kappa(theta)
+    and h'(eta) obtained by ``ufl.diff`` of g and h as docs/model.md prints them and kappa(theta)
     from ``ufl.atan2``. The sources are *not* built from forms.py's expressions, so a wrong
     sign, factor or derivative there stops convergence instead of being copied into the
     source. ``materials.mix`` gives the coefficients on both sides: it is data, not under test.
@@ -141,7 +141,7 @@ def check_rates(name, errors):
     return rates
 
 
-# Strong forms, transcribed from shared/MODEL.md (independently of forms.py) -----------------
+# Strong forms, transcribed from docs/model.md (independently of forms.py) -----------------
 
 
 def butler_volmer_model(c, phi, p):
@@ -160,7 +160,7 @@ def local_rate_model(eta, c, phi, mech, p):
 def kappa_model(grad_eta, strength, mode, angle, floor):
     """kappa/kappa0 = 1 + delta cos(omega (theta - theta0)), theta = atan2(eta_y, eta_x),
     faded by (|grad eta|^2 / (|grad eta|^2 + floor^2))^(omega/2), the regularisation that
-    forms.anisotropy_factor documents (1 for floor = 0, MODEL.md's kappa)."""
+    forms.anisotropy_factor documents (1 for floor = 0, docs/model.md's kappa)."""
     if strength == 0.0:
         return 1.0
     g2 = ufl.dot(grad_eta, grad_eta)
@@ -170,7 +170,7 @@ def kappa_model(grad_eta, strength, mode, angle, floor):
 
 
 def rate_model(eta, c, phi, mech, kappa, p):
-    """d eta/dt = local rate + L div(kappa grad eta) (MODEL.md eq. 1, scaled)."""
+    """d eta/dt = local rate + L div(kappa grad eta) (docs/model.md eq. 1, scaled)."""
     return local_rate_model(eta, c, phi, mech, p) + p.mobility * ufl.div(p.gradient * kappa * ufl.grad(eta))
 
 
@@ -239,7 +239,7 @@ def test_nernst_planck(unknown):
 
     Unknown c, or the log-concentration mu = ln c as the solver uses it (c = exp(mu),
     grad_c = c grad(mu)). One backward-Euler step; forms.nernst_planck_flux and
-    forms.nernst_planck_residual against MODEL.md eq. 4:
+    forms.nernst_planck_residual against docs/model.md eq. 4:
     dc/dt = div(D grad c + D c n grad phi) - (c_m/c0) sink.
     """
     errors, c_errors = [], []
@@ -278,7 +278,7 @@ def test_nernst_planck(unknown):
 
 
 def test_charge_conservation():
-    """div(sigma grad phi) = n F c_m d eta/dt (MODEL.md eq. 5) with a spatially variable sigma
+    """div(sigma grad phi) = n F c_m d eta/dt (docs/model.md eq. 5) with a spatially variable sigma
     (contrast 10 through h of a smooth field) and a given deposition rate passed through the
     deposition_rate/charge_source arguments of forms.charge_residual; the remaining part of
     the strong residual enters as an added f v dx."""
@@ -307,7 +307,7 @@ def test_charge_conservation():
 
 @pytest.mark.parametrize("anisotropy", [None, (0.05, 4, 0.3, 0.05)], ids=["isotropic", "anisotropic"])
 def test_allen_cahn(anisotropy):
-    """MODEL.md eq. 1 with given c and phi, Butler-Volmer active (reaction = 2,
+    """docs/model.md eq. 1 with given c and phi, Butler-Volmer active (reaction = 2,
     E_eq = 0.1) and a given mechanical driving force, solved by Newton.
 
     One backward-Euler step (dt = 0.2) from eta_old = eta(x, T0) to eta(x, T0 + dt); the source
@@ -359,7 +359,7 @@ def test_coupled(log_c):
     D(eta, beta) and sigma(eta, beta) follow materials.mix ("paper" rule) with a smooth
     given GB field beta. Each equation gets its own manufactured source from its strong form;
     there the sink is d eta/dt = local rate + L div(kappa grad eta) of the exact fields,
-    written from MODEL.md. The c unknown is c itself or ln c (c = exp(mu)), as the solver's
+    written from docs/model.md. The c unknown is c itself or ln c (c = exp(mu)), as the solver's
     log_c option. Rates of every field.
     """
     p = ac_parameters()
@@ -430,7 +430,7 @@ def test_coupled(log_c):
 def test_allen_cahn_equilibrium_width():
     """The flat equilibrium interface of Allen-Cahn has the analytic width of Config.
 
-    Without reaction and mechanics, the 1D equilibrium of MODEL.md eq. 1 is
+    Without reaction and mechanics, the 1D equilibrium of docs/model.md eq. 1 is
     g'(eta) = kappa0 eta'' with g = W eta^2 (1 - eta)^2 .
     Multiplying by eta' and integrating from the bulk (eta = 1, eta' = 0) gives
     kappa0 eta'^2 / 2 = g(eta), i.e. eta' = -sqrt(2 W / kappa0) eta (1 - eta), solved by
@@ -440,7 +440,7 @@ def test_allen_cahn_equilibrium_width():
 
     This w is what physics.parameters.interface_width returns ("the length of the tanh
     profile"), the length the initial nuclei use (0.5 (1 - tanh((r - R)/w))), and with
-    MODEL.md's kappa0 = 1.8e-10 J/m and W = 3.6e6 J/m^3 it is 10 nm. The argument is x/w,
+    docs/model.md's kappa0 = 1.8e-10 J/m and W = 3.6e6 J/m^3 it is 10 nm. The argument is x/w,
     with no extra sqrt(2), for this double well; eta falls from 0.88 to 0.12 over 2 w.
 
     Scaled: gradient = kappa0 / (W l0^2), so w / l0 = sqrt(2 gradient). The length unit here is

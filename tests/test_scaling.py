@@ -2,7 +2,7 @@
 hand evaluations (issue 12, item 4).
 
 The constants are written here (CODATA 2018, exact SI values) and every expected number is
-evaluated in this file from MODEL.md's formulas, never read back from the package:
+evaluated in this file from docs/model.md's formulas, never read back from the package:
     D_NE = sigma R T / (n^2 F^2 c0)                        (single mobile ion, charge n)
     t0 = 1/L_eta (default), L W t0, kappa0/(W l0^2), L_eta t0, E_SE/W, D t0/l0^2,
     n F c_m l0^2 / (sigma_SE V_T t0) with V_T = R T / F, c_m/c0, phi_app/V_T.
@@ -26,7 +26,7 @@ R = 8.314462618  # J/(mol K)
 def test_nernst_einstein_hand_value():
     """sigma = 0.1 S/m, c0 = 1e4 mol/m^3, T = 298.15 K, n = 1:
     R T = 2478.957 J/mol, F^2 = 9.30942e9 C^2/mol^2, D = 0.1 * 2478.957 / (9.30942e9 * 1e4)
-    = 2.6628e-12 m^2/s (MODEL.md: 2.66e-12, 180x Table 1's D_SE = 1.5e-14). n = 2: D / 4.
+    = 2.6628e-12 m^2/s (docs/model.md: 2.66e-12, 180x Table 1's D_SE = 1.5e-14). n = 2: D / 4.
 
     Catches: F instead of F^2, a missing T or R, c0 in the numerator, n instead of n^2 (or no
     n at all), the value in cm^2/s.
@@ -36,7 +36,7 @@ def test_nernst_einstein_hand_value():
     expected = 0.1 * R * 298.15 / (F**2 * 1e4)
     D = nernst_einstein_diffusivity(0.1, cfg)
     assert math.isclose(D, expected, rel_tol=1e-12)
-    assert abs(D / 2.66e-12 - 1.0) < 2e-3  # MODEL.md's printed 2.66e-12 (3 digits)
+    assert abs(D / 2.66e-12 - 1.0) < 2e-3  # docs/model.md's printed 2.66e-12 (3 digits)
     assert 170 < D / 1.5e-14 < 190  # "180x Table 1's D_SE"
 
     cfg2 = parse_config({"phase_field": {"electrons": 2}})
