@@ -256,10 +256,33 @@ def test_stopped_before_rename_then_recovers(shared_dir, monkeypatch):
 
 
 def test_latest_pointer_fallbacks(shared_dir):
+    """The fallbacks of latest_checkpoint return the right data, not only the right name:
+    each step writes different values (shift = step), and what is read back must be that
+    step's field (P1 and quadrature, to 1e-14). Catches a fallback that returns (or a
+    reader that reads) another checkpoint than the one named, e.g. checkpoint-4 instead of
+    checkpoint-5.old (values differ by 1), and a rewrite of step 5 that keeps the old data.
+    """
     msh = build_mesh(n=(2, 2))
-    fs = {"p": PlasticState(msh, 1).p}
+    X = ufl.SpatialCoordinate(msh)
+
+    def fill_small(fs, shift):
+        fs["T"].interpolate(lambda x: f_scalar(x, shift))
+        V = fs["p"].function_space
+        expr = ufl.sin(4 * X[0]) * ufl.cos(3 * X[1]) + X[0] + shift
+        fs["p"].interpolate(fem.Expression(expr, V.element.interpolation_points()))
+        return fs
+
+    def fresh():
+        return {"T": fem.Function(fem.functionspace(msh, ("Lagrange", 1))), "p": PlasticState(msh, 1).p}
+
+    def read_errors(path, shift):
+        got = fresh()
+        meta = read_checkpoint(path, msh, got, COMM)
+        return meta, max_error(got, fill_small(fresh(), shift))
+
+    fs = fresh()
     for step in (4, 5):
-        write_checkpoint(shared_dir, msh, fs, {"step": step}, COMM)
+        write_checkpoint(shared_dir, msh, fill_small(fs, float(step)), {"step": step}, COMM)
     COMM.Barrier()
     if COMM.rank == 0:
         # Died while writing step 5 again: the old copy is moved aside, the pointer dangles.
@@ -271,10 +294,16 @@ def test_latest_pointer_fallbacks(shared_dir):
         assert latest_checkpoint(shared_dir) == shared_dir / "checkpoint-5.old"
     COMM.Barrier()
     assert latest_checkpoint(shared_dir, COMM) == shared_dir / "checkpoint-5.old"
-    read_checkpoint(latest_checkpoint(shared_dir, COMM), msh, fs, COMM)
-    write_checkpoint(shared_dir, msh, fs, {"step": 5}, COMM)
+    meta, err = read_errors(latest_checkpoint(shared_dir, COMM), 5.0)
+    assert meta == {"step": 5} and all(e <= 1e-14 for e in err.values()), err
+    # Not vacuous: the fields are far from zero and step 4's differ from step 5's by 1.
+    assert min(max_error(fresh(), fill_small(fresh(), 5.0)).values()) > 4.0
+    assert min(read_errors(shared_dir / "checkpoint-4", 5.0)[1].values()) == pytest.approx(1.0, abs=1e-12)
+    write_checkpoint(shared_dir, msh, fill_small(fs, 6.0), {"step": 5}, COMM)
     COMM.Barrier()
     assert [p.name for p in list_checkpoints(shared_dir)] == ["checkpoint-4", "checkpoint-5"]
+    meta, err = read_errors(latest_checkpoint(shared_dir, COMM), 6.0)
+    assert meta == {"step": 5} and all(e <= 1e-14 for e in err.values()), err
 
 
 def test_wrong_mesh_or_function_is_refused(shared_dir):

@@ -25,7 +25,14 @@ TIMEOUT = 120  # s; a config that wrongly passes must fail the test, not hang it
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+    # Without the MPI job variables inherited when pytest runs under mpirun (as in
+    # test_checkpoint.run_workers): the child would try to join that job.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PMIX_")
+        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", "nzsp_fem", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT

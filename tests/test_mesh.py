@@ -91,18 +91,73 @@ def junction_deficit(segments: np.ndarray, w: float) -> float:
     return deficit
 
 
+def voronoi_edges_by_definition(seeds: np.ndarray, box) -> np.ndarray:
+    """The 2D Voronoi edges inside the box, straight from the definition (no Voronoi
+    library, no mirror seeds): the edge between seeds i and j is the part of their
+    bisector inside the box where no other seed is closer, an interval of the line's
+    parameter t cut by linear inequalities. Returns (n, 2, 2) segments."""
+    box = np.asarray(box, dtype=float)
+    out = []
+    for i in range(len(seeds)):
+        for j in range(i + 1, len(seeds)):
+            m = 0.5 * (seeds[i] + seeds[j])
+            d = seeds[j] - seeds[i]
+            d = np.array([-d[1], d[0]]) / np.linalg.norm(d)
+            # Constraints a t <= b: inside the box, and closer to i (= j) than to any k.
+            rows = [(-d[a], m[a]) for a in range(2)] + [(d[a], box[a] - m[a]) for a in range(2)]
+            for k in range(len(seeds)):
+                if k not in (i, j):
+                    n = 2.0 * (seeds[k] - seeds[i])
+                    rows.append((n @ d, seeds[k] @ seeds[k] - seeds[i] @ seeds[i] - n @ m))
+            lo, hi = -np.inf, np.inf
+            for a, b in rows:
+                if abs(a) < 1e-14:
+                    if b < 0:
+                        lo, hi = 1.0, 0.0
+                elif a > 0:
+                    hi = min(hi, b / a)
+                else:
+                    lo = max(lo, b / a)
+            if hi - lo > 1e-9:
+                out.append([m + lo * d, m + hi * d])
+    return np.array(out)
+
+
+def _same_segments(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Equal as unordered sets of unoriented segments."""
+    if len(a) != len(b):
+        return False
+    unused = list(range(len(b)))
+    for s in a:
+        hit = [k for k in unused if min(np.abs(s - b[k]).max(), np.abs(s[::-1] - b[k]).max()) < tol]
+        if not hit:
+            return False
+        unused.remove(hit[0])
+    return True
+
+
 def test_gb_area_fraction(poly2d):
+    """The GB cells' area against the Voronoi edges of the seeds, computed here from the
+    definition of a Voronoi edge (not from the code's segments, which come from
+    scipy.spatial.Voronoi of mirrored seeds). Catches wrong GB segments (a lost or extra
+    edge, a mirror seed leaking an edge into the box, a mis-snapped vertex: segments or
+    gb_length differ from the definition) and GB strips of the wrong width or offset
+    (the area differs from the mitred-offset prediction, which is exact to round-off)."""
     dx = cell_measure(poly2d)
     one = fem.Constant(poly2d.mesh, 1.0)
     assert integrate(one * dx) == pytest.approx(2.0, rel=1e-10)
     a_gb = integrate(one * dx(GB_TAG))
     w = poly2d.gb_width
-    nominal = poly2d.gb_length * w
+    segments = voronoi_edges_by_definition(np.asarray(poly2d.seeds), poly2d.box)
+    length = float(np.sum(np.linalg.norm(segments[:, 1] - segments[:, 0], axis=1)))
+    assert _same_segments(segments, np.asarray(poly2d.gb_segments), tol=1e-9), (segments, poly2d.gb_segments)
+    assert poly2d.gb_length == pytest.approx(length, rel=1e-12)
+    nominal = length * w
     # The strips are the mitred offsets of the Voronoi edges, so the GB area falls short of
-    # gb_length * w by (w/2)^2 * sum cot(theta/2) per triple junction (~0.43 w^2 for 120
+    # length * w by (w/2)^2 * sum cot(theta/2) per triple junction (~0.43 w^2 for 120
     # degree junctions: 3 junctions here, ~0.5 % each). Straight edges are meshed exactly,
     # so the area equals that prediction to round-off, and the nominal one within 3 %.
-    expected = nominal - junction_deficit(poly2d.gb_segments, w)
+    expected = nominal - junction_deficit(segments, w)
     assert a_gb == pytest.approx(expected, rel=1e-9)
     assert a_gb == pytest.approx(nominal, rel=0.03)
     if COMM.rank == 0:

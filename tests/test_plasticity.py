@@ -73,6 +73,15 @@ def uniaxial_closed_form(e, e1=None):
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_uniaxial_strain_load_unload(dim):
+    """Homogeneous uniaxial strain along an elastic / yield / hardening / unloading /
+    reverse-yield path against the closed form above, in every cell.
+
+    The state is homogeneous and u linear, which P1 represents exactly, and Newton stops at
+    rtol 1e-10: the cell-averaged stresses and p agree with the closed form to the Newton
+    stopping error (measured: 2D 7e-11 in stress and 3e-10 in p, 3D ~1e-13), asserted
+    1e-8. Catches any error in the return map's stress, hardening (H p) or state update
+    above that level: a yield stress 1e-6 (relative) too high gives 2.6e-7.
+    """
     if dim == 2:
         msh = mesh.create_unit_square(COMM, 3, 3)
     else:
@@ -107,7 +116,7 @@ def test_uniaxial_strain_load_unload(dim):
         (1.0 * e_y, e1),
         (-3.0 * e_y, e1),
     ]
-    worst = 0.0
+    worst, worst_p = 0.0, 0.0
     for e, turn in path:
         ux_right.value = e
         report = problem.solve()
@@ -119,11 +128,13 @@ def test_uniaxial_strain_load_unload(dim):
             avg = project_cellwise_average(expr, state, V0)
             err = gmax(np.abs(avg.x.array - exact)) / scale
             worst = max(worst, err)
-            assert err < 5e-3, (e, turn, float(avg.x.array[0]), exact)
+            assert err < 1e-8, (e, turn, float(avg.x.array[0]), exact)
         p_avg = project_cellwise_average(state.p, state, V0)
-        assert gmax(np.abs(p_avg.x.array - p)) <= 5e-3 * max(p, e_y)
+        err_p = gmax(np.abs(p_avg.x.array - p)) / max(p, e_y)
+        worst_p = max(worst_p, err_p)
+        assert err_p < 1e-8, (e, turn, p)
     if COMM.rank == 0:
-        print(f"uniaxial {dim}D: max relative stress error {100 * worst:.2e} %")
+        print(f"uniaxial {dim}D: max relative errors: stress {worst:.2e}, p {worst_p:.2e}")
 
 
 # --------------------------------------------------------------------------------------

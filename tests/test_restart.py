@@ -1,6 +1,7 @@
 """Checkpoint / restart of whole runs through the CLI, as a batch system would do it:
-SIGKILL part-way then --restart (same rank count, and 1 -> 2 ranks), and SIGTERM giving
-status "interrupted" with a usable checkpoint. Plastic history is part of the state."""
+SIGKILL part-way then --restart (same rank count, and 1 -> 2 ranks), SIGTERM giving
+status "interrupted" with a checkpoint of the step it stopped at, and an adaptive run
+whose restart continues the same dt sequence. Plastic history is part of the state."""
 
 import json
 import os
@@ -39,7 +40,15 @@ def _command(config: Path, outdir: Path, ranks: int, *extra):
 
 
 def _env():
-    env = dict(os.environ)
+    """The environment of a child run: without the MPI job variables this process may have
+    inherited (pytest itself under mpirun): a child python would otherwise join the parent's
+    job and a nested mpirun would fail. As in test_checkpoint.run_workers."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PMIX_")
+        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
+    }
     env["PYTHONPATH"] = f"{REPO}:{env.get('PYTHONPATH', '')}"
     return env
 
@@ -139,13 +148,76 @@ def test_sigkill_on_one_rank_restart_on_two(setup):
 
 
 def test_sigterm_interrupts_with_usable_checkpoint(setup):
+    """SIGTERM: exit 4, status "interrupted", and a checkpoint written at the step where the
+    run stopped: the latest checkpoint's run state (step, t) equals the summary's. Catches a
+    run that stops without writing that checkpoint (the periodic one, up to 2 steps older,
+    would still restart and finish the run correctly, so the restart alone cannot tell)."""
+    from nzsp_fem.io.checkpoint import latest_checkpoint
+
     root, config, ref = setup
     out = root / "terminated"
     code, _, _ = _kill_after_checkpoint(config, out, 1, signal.SIGTERM, min_step=3)
     assert code == 4
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 0 < summary["t_final"] < 60e-6
-    assert (out / "checkpoints" / "latest").exists()
+    latest = latest_checkpoint(out / "checkpoints")
+    assert latest is not None and (out / "checkpoints" / "latest").read_text().strip() == latest.name
+    # metadata.json is the checkpoint manifest: {"step": ..., "metadata": {"run": {...}}, ...}.
+    manifest = json.loads((latest / "metadata.json").read_text())
+    run_state = manifest["metadata"]["run"]
+    print(
+        f"\nSIGTERM: summary step {summary['steps']} t {summary['t_final']!r}; "
+        f"{latest.name}: step {run_state['steps']} t {run_state['t']!r}"
+    )
+    assert latest.name == f"checkpoint-{summary['steps']}"
+    assert manifest["step"] == run_state["steps"] == summary["steps"]
+    assert run_state["t"] == summary["t_final"]
     result = _run(config, out, 1, "--restart")
     assert result.returncode == 0, result.stderr[-2000:]
     _compare(ref, _final_state(out), rtol=1e-8)
+
+
+# An adaptive run: dt grows by 1.5 after easy steps (dt_initial 0.25 us, up to 8 us) and is
+# shortened to land on t = 20 us. Chemistry only, to be quick.
+ADAPTIVE = {
+    **CONFIG,
+    "name": "restart-adaptive",
+    "mechanics": {"enabled": False},
+    "time": {"t_end": "40 us", "dt_initial": "0.25 us", "dt_max": "8 us", "n_outputs": 2},
+    "solver": {"rtol": 1e-12, "atol": 1e-9},
+    "output": {**CONFIG["output"], "checkpoint_every_steps": 0},
+}
+STOP_AT = 6  # steps before the interruption
+
+
+def test_restart_keeps_adaptive_dt(tmp_path):
+    """A run interrupted after STOP_AT adaptive steps (time.max_steps: deterministic, no
+    race with a signal) and restarted with --restart takes exactly the dt sequence of the
+    uninterrupted run (timeseries.csv dt column, to 1e-12). The restart point is chosen
+    where dt has grown ~10x above dt_initial, so a restart that does not restore the
+    controller's dt (starting again from dt_initial, or from the last step's dt without
+    its growth) takes different steps."""
+    config = tmp_path / "adaptive.yaml"
+    config.write_text(yaml.safe_dump(ADAPTIVE))
+    reference, restarted = tmp_path / "reference", tmp_path / "restarted"
+    result = _run(config, reference)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = _run(config, restarted, 1, "--set", f"time.max_steps={STOP_AT}")
+    assert result.returncode == 4, result.stderr[-2000:]
+    summary = json.loads((restarted / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == STOP_AT
+    result = _run(config, restarted, 1, "--restart")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((restarted / "summary.json").read_text())["restarts"] == 1
+
+    ref = np.genfromtxt(reference / "timeseries.csv", delimiter=",", names=True)
+    got = np.genfromtxt(restarted / "timeseries.csv", delimiter=",", names=True)
+    print(f"\nreference dt (us): {np.round(ref['dt'] * 1e6, 4).tolist()}")
+    print(f"restarted dt (us): {np.round(got['dt'] * 1e6, 4).tolist()}")
+    dt_initial = ref["dt"][0]
+    # Not vacuous: dt varies, and at the restart point it is far from dt_initial.
+    assert len(np.unique(ref["dt"])) >= 5
+    assert ref["dt"][STOP_AT] > 5 * dt_initial
+    assert len(got) == len(ref)
+    assert got["dt"] == pytest.approx(ref["dt"], rel=1e-12)
+    assert got["t"] == pytest.approx(ref["t"], rel=1e-12)
