@@ -13,7 +13,7 @@ from mpi4py import MPI
 from .config import Config
 from .io.run_record import RunRecord
 from .io.rundir import prepare_directory
-from .mesh import build_polycrystal, spec_from_config
+from .mesh import build_polycrystal, spec_from_config, validate
 from .physics.parameters import interface_width
 from .problem import CoupledProblem, DiagnosticsEvaluator, metal_connects_electrodes
 from .solver import CoupledSolver, StepController
@@ -53,11 +53,13 @@ class _Interrupt:
 def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) -> dict:
     """Run one simulation into ``outdir``; returns its summary (status completed, diverged
     or interrupted). Collective on ``comm``."""
+    spec = spec_from_config(cfg)
+    validate(spec)  # bad geometry is reported before the output directory exists
     prepare_directory(outdir, comm, overwrite, restart)
     record = RunRecord(cfg, outdir, comm)
     log = record.log
     log(f"nzsp-fem: {cfg.name} on {comm.size} rank(s) -> {outdir}")
-    poly = build_polycrystal(spec_from_config(cfg), comm, cache_dir=cfg.mesh.cache_dir)
+    poly = build_polycrystal(spec, comm, cache_dir=cfg.mesh.cache_dir)
     problem = CoupledProblem(cfg, poly)
     solver = CoupledSolver(problem)
     diagnostics = DiagnosticsEvaluator(problem)

@@ -38,7 +38,6 @@ class RunRecord:
     def __init__(self, cfg: Config, outdir: Path, comm):
         self.cfg, self.outdir, self.comm = cfg, outdir, comm
         self.log = RunLog(outdir / "run.log", comm, cfg.output.verbosity)
-        write_yaml(outdir / "config.resolved.yaml", cfg.model_dump(mode="json"), comm)
         self.checkpoints = outdir / "checkpoints"
         self.wall0 = time.perf_counter()
 
@@ -46,6 +45,7 @@ class RunRecord:
     def resume(self, problem: CoupledProblem, restart: bool) -> dict | None:
         """Read the latest checkpoint into the problem; its run metadata, or None (fresh run)."""
         if not restart:
+            write_yaml(self.outdir / "config.resolved.yaml", self.cfg.model_dump(mode="json"), self.comm)
             return None
         resumed = ckpt.latest_checkpoint(self.checkpoints, self.comm)
         if resumed is None:
@@ -57,6 +57,9 @@ class RunRecord:
                 f"--restart: {resumed.name} holds the fields {stored}, this config solves {field_layout(problem)}"
             )
         problem.after_restore()
+        # The config of the original run stays; the restart's (it may carry --set) goes beside it.
+        restarts = meta["run"].get("restarts", 0) + 1
+        write_yaml(self.outdir / f"config.resolved-restart{restarts}.yaml", self.cfg.model_dump(mode="json"), self.comm)
         self.log(f"restarted from {resumed.name}: t={meta['run']['t']:.6e} s, step {meta['run']['steps']}")
         return meta["run"]
 
@@ -114,6 +117,9 @@ class RunRecord:
         self.probes.record(t)
 
     def checkpoint(self, run_state: dict) -> None:
+        if run_state["steps"] == getattr(self, "_last_checkpoint_step", None):
+            return  # already written at this step (a periodic one on the last step)
+        self._last_checkpoint_step = run_state["steps"]
         meta = {"run": run_state, "config_name": self.cfg.name, "fields": field_layout(self.problem)}
         ckpt.write_checkpoint(
             self.checkpoints,
