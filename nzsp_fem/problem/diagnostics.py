@@ -80,6 +80,10 @@ class DiagnosticsEvaluator:
             "beta_current": pb.beta * current,
         }
         self._integrals = {k: fem.form(e * pb.dx) for k, e in integrands.items()}
+        if pb.bounded:
+            # The lumped storage conserves the nodal sum of c; with ln c as the unknown,
+            # exp(ln c) is not P1 and only the lumped integral is that sum.
+            self._integrals["c"] = fem.form(c * pb.dx_lumped)
         # Boundary currents are charge residuals on the boundary's shape functions: the
         # variationally consistent fluxes, which balance exactly at convergence. The
         # electrode passes electrons when there are two potentials, ions when there is one.
