@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import child_environment
 
 from mpi4py import MPI
 
@@ -162,12 +163,7 @@ def shared_dir(tmp_path_factory):
 
 def run_workers(*args, n: int = 2, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run this file as a worker under ``mpirun -n n`` (n=1: plain python)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PMIX_")
-        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
-    }
+    env = child_environment()
     cmd = [sys.executable, "-m", "mpi4py", str(HERE), *map(str, args)]
     if n > 1:
         cmd = ["mpirun", "-n", str(n), *cmd]

@@ -6,7 +6,6 @@ Every CLI test spawns `python -m nzsp_fem` in a fresh directory, so the module i
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import NamedTuple
 
 import pytest
 import yaml
+from support import assert_one_line_error, child_environment
 
 from nzsp_fem.config import load_config
 from nzsp_fem.config.units import to_si
@@ -25,15 +25,7 @@ TIMEOUT = 120  # s; a config that wrongly passes must fail the test, not hang it
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    # Without the MPI job variables inherited when pytest runs under mpirun (as in
-    # test_checkpoint.run_workers): the child would try to join that job.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PMIX_")
-        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
-    }
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env = child_environment()
     return subprocess.run(
         [sys.executable, "-m", "nzsp_fem", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT
     )
@@ -41,13 +33,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def assert_user_error(r: subprocess.CompletedProcess, expected: tuple[str, ...]) -> None:
     """Exit 2 with one 'nzsp-fem: error: ...' line naming the problem, and no traceback."""
-    both = r.stdout + r.stderr
-    assert r.returncode == 2, both
-    assert "Traceback" not in both, both
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nzsp-fem: error: "), r.stderr
-    for text in expected:
-        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+    assert_one_line_error(r, *expected)
 
 
 class Bad(NamedTuple):

@@ -33,7 +33,6 @@ Runs serially and under ``mpirun -n 2`` (collective reductions only).
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.optimize import brentq
 from scipy.special import erfc
+from support import gmax, gmin, merge, rprint
 
 from mpi4py import MPI
 
@@ -106,26 +106,6 @@ STRIP = {
     "mechanics": {"enabled": False},
     "solver": {"rtol": 1e-10, "atol": 1e-12},
 }
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def rprint(*args):
-    if COMM.rank == 0:
-        print(*args, flush=True)
-
-
-def gmax(a) -> float:
-    return COMM.allreduce(float(np.max(a, initial=-np.inf)), op=MPI.MAX)
-
-
-def gmin(a) -> float:
-    return COMM.allreduce(float(np.min(a, initial=np.inf)), op=MPI.MIN)
 
 
 def h_hand(x):

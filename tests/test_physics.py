@@ -31,11 +31,9 @@ both runs itself).
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import child_environment, merge, rprint
 
 from mpi4py import MPI
 
@@ -76,15 +75,8 @@ BASE = {
 DT = 1e-6  # s; ~3 Newton iterations per step on this mesh
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def make_config(over: dict | None = None) -> Config:
-    return parse_config(_merge(BASE, over or {}))
+    return parse_config(merge(BASE, over or {}))
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,11 +110,6 @@ class Sim:
 def make_problem(cfg: Config) -> Sim:
     """A fresh, initialised problem; the mesh (same spec for all tests) is built once."""
     return Sim(cfg)
-
-
-def rprint(*args):
-    if COMM.rank == 0:
-        print(*args, flush=True)
 
 
 def gmax_abs(a: np.ndarray) -> float:
@@ -368,7 +355,7 @@ def _homogeneous_strip(over: dict) -> Sim:
     """The polycrystal made homogeneous: sigma_GB = sigma_SE = 0.1 S/m (E of the GB as the
     grain's), no reaction, and eta = 0 everywhere (old state too), so no charge source."""
     cfg = make_config(
-        _merge(
+        merge(
             {
                 "materials": {"grain_boundary": {"E": "50 GPa", "conductivity": 0.1}},
                 "phase_field": {"reaction_rate": 0.0},
@@ -513,7 +500,7 @@ def test_one_and_two_ranks_agree(tmp_path):
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
     if mpirun is None:
         pytest.skip("no mpirun")
-    cfg_dict = _merge(
+    cfg_dict = merge(
         BASE, {"mechanics": {"enabled": True, "plasticity": True}, "solver": {"rtol": 1e-12, "atol": 1e-9, "stol": 0.0}}
     )
     (tmp_path / "cfg.json").write_text(json.dumps(cfg_dict))
@@ -522,13 +509,7 @@ def test_one_and_two_ranks_agree(tmp_path):
     dts = json.dumps([1e-6, 1e-6, 2e-6, 2e-6, 4e-6])
     # Without the MPI job variables inherited when pytest itself runs under mpirun (as in
     # test_checkpoint.run_workers): the children would join that job instead of their own.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PMIX_")
-        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
-    }
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env = child_environment()
     results = {}
     for n in (1, 2):
         out = tmp_path / f"ranks{n}.json"

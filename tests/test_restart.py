@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from support import child_environment
 
 pytestmark = pytest.mark.serial
 
@@ -39,23 +40,9 @@ def _command(config: Path, outdir: Path, ranks: int, *extra):
     return (["mpirun", "-n", str(ranks)] + base) if ranks > 1 else base
 
 
-def _env():
-    """The environment of a child run: without the MPI job variables this process may have
-    inherited (pytest itself under mpirun): a child python would otherwise join the parent's
-    job and a nested mpirun would fail. As in test_checkpoint.run_workers."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PMIX_")
-        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
-    }
-    env["PYTHONPATH"] = f"{REPO}:{env.get('PYTHONPATH', '')}"
-    return env
-
-
 def _run(config, outdir, ranks=1, *extra):
     result = subprocess.run(
-        _command(config, outdir, ranks, *extra), env=_env(), capture_output=True, text=True, timeout=600
+        _command(config, outdir, ranks, *extra), env=child_environment(), capture_output=True, text=True, timeout=600
     )
     return result
 
@@ -64,7 +51,7 @@ def _kill_after_checkpoint(config, outdir, ranks, sig, min_step=6):
     """Start a run and send ``sig`` once a checkpoint of step >= min_step is complete."""
     proc = subprocess.Popen(
         _command(config, outdir, ranks),
-        env=_env(),
+        env=child_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+from support import assert_one_line_error, child_environment
 
 from mpi4py import MPI
 
@@ -155,28 +155,15 @@ class CheckpointSpy:
         monkeypatch.setattr(RunRecord, "checkpoint", spy)
 
 
-def _env() -> dict:
-    """The environment of a child process: this repository importable, and no inherited
-    OMPI_*/PMIX_* variables (they would make it join this process's MPI job)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return env
-
-
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "nzsp_fem", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "nzsp_fem", *args],
+        cwd=cwd,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str) -> None:
-    both = r.stdout + r.stderr
-    assert r.returncode == 2, both
-    assert "Traceback" not in both, both
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nzsp-fem: error: "), r.stderr
-    for text in expected:
-        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

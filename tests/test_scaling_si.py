@@ -31,7 +31,6 @@ inputs. Runs serially and under ``mpirun -n 2`` (all reductions are collective).
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 from scipy.special import erfc
+from support import gmax, gmin, merge, rprint
 
 from mpi4py import MPI
 
@@ -77,26 +77,6 @@ STRIP = {
     "scales": {"time": 0.05},
     "solver": {"rtol": 1e-10, "atol": 1e-12},
 }
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def rprint(*args):
-    if COMM.rank == 0:
-        print(*args, flush=True)
-
-
-def gmax(a) -> float:
-    return COMM.allreduce(float(np.max(a, initial=-np.inf)), op=MPI.MAX)
-
-
-def gmin(a) -> float:
-    return COMM.allreduce(float(np.min(a, initial=np.inf)), op=MPI.MIN)
 
 
 class Strip:

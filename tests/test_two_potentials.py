@@ -22,13 +22,13 @@ swapped overpotential or a non-lumped sink fails one of these.
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import merge, rprint
 
 from mpi4py import MPI
 
@@ -67,18 +67,6 @@ BASE = {
     "solver": {"rtol": 1e-9, "atol": 1e-9},
 }
 DT = 1e-4  # s
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def rprint(*args):
-    if COMM.rank == 0:
-        print(*args, flush=True)
 
 
 @dataclass

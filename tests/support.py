@@ -1,0 +1,63 @@
+"""Helpers the test files share: config merging, rank-0 printing, global extremes, the
+environment of child processes, and the one-line user-error check."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from mpi4py import MPI
+
+COMM = MPI.COMM_WORLD
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` laid over a copy of ``base``: nested sections merge, values and lists replace."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def rprint(*args) -> None:
+    if COMM.rank == 0:
+        print(*args, flush=True)
+
+
+def gmax(a) -> float:
+    return COMM.allreduce(float(np.max(a, initial=-np.inf)), op=MPI.MAX)
+
+
+def gmin(a) -> float:
+    return COMM.allreduce(float(np.min(a, initial=np.inf)), op=MPI.MIN)
+
+
+def child_environment() -> dict:
+    """The environment of a child process (python or mpirun): this repository importable,
+    and without the MPI job variables inherited when pytest itself runs under mpirun: a
+    child python would otherwise join the parent's job and a nested mpirun would fail.
+    OMPI_MCA_* (transport settings) and OMPI_ALLOW* (run as root) are kept."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PMIX_")
+        and not (k.startswith("OMPI_") and not (k.startswith("OMPI_MCA_") or k.startswith("OMPI_ALLOW")))
+    }
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str) -> None:
+    """Exit 2 with one 'nzsp-fem: error: ...' line naming the problem, and no traceback."""
+    both = r.stdout + r.stderr
+    assert r.returncode == 2, both
+    assert "Traceback" not in both, both
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nzsp-fem: error: "), r.stderr
+    for text in expected:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
