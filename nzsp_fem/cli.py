@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nzsp-fem", description="Phase-field model of Na dendrite growth along grain boundaries in NZSP."
     )
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", help="YAML config file (or: nzsp-fem animate RESULTS_DIR, see animate --help)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -49,7 +49,40 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _animate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nzsp-fem animate",
+        description="Animated GIF of eta over the output times of a run (or of each case of a study), "
+        "read from its fields/*.bp; written to figures/eta.gif.",
+    )
+    p.add_argument("results", help="results directory of a run or a study")
+    p.add_argument("--current", action="store_true", help="also |i| (log scale); writes figures/eta_current.gif")
+    p.add_argument("-o", "--output", help="GIF file to write (one run only)")
+    p.add_argument("--frame-ms", type=int, default=500, help="milliseconds per frame (default 500)")
+    return p
+
+
+def _animate(argv: list[str]) -> int:
+    args = _animate_parser().parse_args(argv)
+    if args.frame_ms < 1:
+        return _fail("--frame-ms: expected a positive number of milliseconds")
+    if MPI.COMM_WORLD.rank != 0:
+        return 0  # reading and drawing are serial
+    from .io.animation import AnimationError, animate_results
+
+    try:
+        written = animate_results(args.results, args.output, current=args.current, frame_ms=args.frame_ms)
+    except AnimationError as err:
+        return _fail(str(err))
+    for path, frames in written:
+        print(f"{path}: {frames} frames")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["animate"]:
+        return _animate(argv[1:])
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)

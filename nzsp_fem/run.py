@@ -17,6 +17,7 @@ from .mesh import build_polycrystal, spec_from_config, validate
 from .physics.parameters import interface_width
 from .problem import CoupledProblem, DiagnosticsEvaluator, metal_connects_electrodes
 from .solver import CoupledSolver, StepController
+from .solver.protocol import ElectrodeProtocol
 
 
 def output_directory(cfg: Config, output: str | None) -> Path:
@@ -70,16 +71,20 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
     )
     log(
         f"mesh: {poly.mesh.topology.index_map(poly.mesh.topology.dim).size_global} cells, "
-        f"{problem.dofs} dofs; interface width {interface_width(cfg) * 1e9:.3g} nm"
+        f"{problem.dofs} dofs, {solver.preset} solver preset; interface width {interface_width(cfg) * 1e9:.3g} nm"
     )
 
-    controller = StepController.from_config(cfg.time)
+    protocol = ElectrodeProtocol(problem)
+    controller = StepController.from_config(cfg.time, breakpoints=protocol.breakpoints)
     state = {"t": 0.0, "steps": 0, "newton_total": 0, "short_circuit_time": None, "restarts": 0}
+    state.update(failed_attempts=0, dt_previous=None)
+    state.update(critical_current_density_A_m2=None, voltage_collapse_time_s=None)
     resumed = record.resume(problem, restart)
     if resumed is not None:
         state.update(resumed)
         state["restarts"] += 1
         controller.dt = resumed["controller_dt"]
+        solver.dt_previous = resumed.get("dt_previous")
     else:
         solver.initialize()
     record.open(problem, diagnostics, state["t"] if resumed is not None else None, state["restarts"])
@@ -101,8 +106,10 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 status, reason = "interrupted", "max_steps reached"
                 break
             dt, landed = controller.propose(t)
+            segment = protocol.apply(t)
             report = solver.try_step(t, dt)
             if not report.converged:
+                state["failed_attempts"] += 1
                 log(
                     f"  step failed at t={t:.6e} s, dt={dt:.3e} s: {report.reason_name} "
                     f"after {report.newton_iterations} Newton iterations; cutting dt",
@@ -117,22 +124,44 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                     )
                     break
                 continue
-            problem.commit()
+            if controller.too_inaccurate(report.error_estimate):
+                problem.rollback()
+                state["failed_attempts"] += 1
+                log(
+                    f"  step rejected at t={t:.6e} s, dt={dt:.3e} s: error estimate "
+                    f"{report.error_estimate:.3g} > {cfg.time.error_tolerance:.3g}; shrinking dt",
+                    2,
+                )
+                if not controller.rejected(dt, report.error_estimate):
+                    status, reason = "diverged", "error estimate above tolerance at dt_min"
+                    log(f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (error estimate)", 0)
+                    break
+                continue
+            solver.accept(dt)
+            state["dt_previous"] = dt
             t += dt
             state["t"] = t
             state["steps"] += 1
             state["newton_total"] += report.newton_iterations
-            controller.accepted(report.newton_iterations, dt, landed)
+            controller.accepted(report.newton_iterations, dt, landed, report.error_estimate, report.interface_change)
             diag = diagnostics()
             shorted = (
                 state["short_circuit_time"] is None
                 and diag.penetration_depth_m >= 0.5 * cfg.domain.size[0]
                 and metal_connects_electrodes(problem)
             )
+            collapsed = state["voltage_collapse_time_s"] is None and protocol.voltage_collapsed(
+                segment, diag.cell_voltage_V, state
+            )
+            if collapsed:
+                state["voltage_collapse_time_s"] = t
+                log(f"voltage collapse: |V| = {abs(diag.cell_voltage_V):.4g} V at t={t:.6e} s", 0)
+            if (shorted or collapsed) and state["critical_current_density_A_m2"] is None:
+                state["critical_current_density_A_m2"] = protocol.critical_current_density(segment)
             if shorted:
                 state["short_circuit_time"] = t
                 log(f"short circuit: metal connects the electrodes at t={t:.6e} s", 0)
-            record.step(t, dt, report, diag)
+            record.step(t, dt, report, diag, **protocol.columns(segment))
             elapsed = time.perf_counter() - record.wall0
             remaining = elapsed / t * (cfg.time.t_end - t) if t > 0 else math.inf
             log(
@@ -148,14 +177,23 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             if shorted and cfg.time.stop_at_short_circuit:
                 reason = "short circuit"
                 break
+            if collapsed:
+                reason = "voltage collapse"
+                break
             if comm.allreduce(interrupt.flag, op=MPI.LOR):
                 status, reason = "interrupted", "signal"
                 log("signal received: writing a checkpoint and stopping", 0)
                 break
             every = cfg.output.checkpoint_every_steps
             minutes = cfg.output.checkpoint_every_minutes
-            due = (every and state["steps"] % every == 0) or (
-                minutes and comm.bcast(time.perf_counter() - last_checkpoint_wall > 60 * minutes, root=0)
+            # The last output time is followed by the final checkpoint after the loop.
+            at_output = (
+                cfg.output.checkpoint_at_output_times and controller.is_output_time(t) and not controller.finished(t)
+            )
+            due = (
+                at_output
+                or (every and state["steps"] % every == 0)
+                or (minutes and comm.bcast(time.perf_counter() - last_checkpoint_wall > 60 * minutes, root=0))
             )
             if due:
                 save_checkpoint()

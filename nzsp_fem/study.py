@@ -3,7 +3,8 @@
 Every case is a full run (run.run_single) in ``case-<k>-<value>/``. When there are more
 ranks than cases need, the world communicator is split into groups that run cases side
 by side. Afterwards rank 0 writes ``study.csv``, ``comparison.png`` (cases as columns,
-fields as rows, shared colour limits per row) and ``probes.png`` from the cases' files.
+fields as rows, shared colour limits per row) and ``probes.png`` from the cases' files,
+and with an electrode protocol ``ccd.png`` (critical current density per case).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import pyvista
 from mpi4py import MPI
 
 from .config import Config, check_parameter_path, with_value
+from .config.protocol import electrode_segments
 from .exit_codes import exit_code
 from .io.figures import plot_comparison, plot_probes
 from .io.output_fields import field_panels
+from .io.protocol_figures import plot_ccd
 from .io.run_record import RUN_SUMMARY_KEYS
 from .io.rundir import OutputError, prepare_directory, write_yaml
 from .problem import Diagnostics
@@ -85,7 +88,11 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
     if world.rank == 0:
         write_study_table(outdir, cfg, cases)
         write_study_figures(outdir, cfg, cases)
-        print(f"study written to {outdir}: study.csv, comparison.png, probes.png", flush=True)
+        ccd = ""
+        if cfg.protocol is not None:
+            write_ccd_figure(outdir, cfg, cases)
+            ccd = ", ccd.png"
+        print(f"study written to {outdir}: study.csv, comparison.png, probes.png{ccd}", flush=True)
     return exit_code(all_statuses.values())
 
 
@@ -97,6 +104,31 @@ def write_study_table(outdir: Path, cfg: Config, cases) -> None:
             path = outdir / dirname / "summary.json"
             summary = json.loads(path.read_text()) if path.exists() else {"status": "missing"}
             writer.writerow([dirname, value] + [summary.get(c, "") for c in SUMMARY_COLUMNS])
+
+
+def write_ccd_figure(outdir: Path, cfg: Config, cases) -> Path:
+    """ccd.png: each case's critical current density against the studied value (SI, as
+    the case ran it; categories are placed in order)."""
+    values, ccd, ceilings = [], [], []
+    for dirname, _, case_cfg in cases:
+        node = case_cfg
+        for part in cfg.study.parameter.split("."):
+            node = getattr(node, part)
+        values.append(node)
+        ceilings.append(max(abs(s.signed_current_density or 0.0) for s in electrode_segments(case_cfg)))
+        path = outdir / dirname / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        ccd.append(summary.get("critical_current_density_A_m2"))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return plot_ccd(
+        values if numeric else list(range(len(values))),
+        ccd,
+        cfg.study.parameter + (" (SI units)" if numeric else ""),
+        outdir / "ccd.png",
+        title=cfg.name,
+        labels=None if numeric else [str(v) for v in cfg.study.values],
+        ceilings=ceilings,
+    )
 
 
 def write_study_figures(outdir: Path, cfg: Config, cases) -> None:

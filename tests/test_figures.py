@@ -221,12 +221,12 @@ def test_plot_fields(grid, tmp_path):
         Panel("v", "|v| (A/m²)", "inferno", log=True),
         Panel("c", "c (mol/m³)", "viridis", clim=(0.0, 2.0)),
     ]
-    out = plot_fields(grid, panels, tmp_path / "fields.png", title="fields", contour="eta")
+    out = plot_fields(grid, panels, tmp_path / "fields.png", title="fields", contour="eta", columns=1)
     if COMM.rank != 0:
         assert out is None
         return
     nx, ny = _check_png(out["path"])
-    assert ny > nx  # one row per field
+    assert ny > nx and out["shape"] == (3, 1)  # one row per field
     u = grid.point_data["u"]
     assert np.allclose(out["clims"]["u"], (u.min(), u.max()))
     vm = grid.cell_data["v_magnitude"]

@@ -45,9 +45,13 @@ README_TIMESERIES = [
     "dt",
     "newton_iterations",
     "linear_iterations",
+    "segment",
+    "applied_current_density_A_m2",
     "metal_fraction",
     "penetration_depth_m",
     "electrode_current_A",
+    "electrode_current_density_A_m2",
+    "cell_voltage_V",
     "reservoir_current_A",
     "deposition_current_A",
     "anchor_current_A",
@@ -104,7 +108,8 @@ def shared_dir(tmp_path_factory, name: str) -> Path:
 def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    values = np.array([[float(v) for v in r] for r in rows[1:]], dtype=float).reshape(len(rows) - 1, len(rows[0]))
+    # An empty cell is a value that does not apply to that row (no error estimate yet).
+    values = np.array([[float(v or "nan") for v in r] for r in rows[1:]], dtype=float).reshape(len(rows) - 1, len(rows[0]))
     return rows[0], values
 
 
@@ -232,8 +237,11 @@ def test_timeseries_columns_and_values(completed):
     assert header == TIMESERIES_COLUMNS
     assert "integral_eta" not in header and "status" not in header
     assert rows.shape == (summary["steps"], len(header))
-    assert np.all(np.isfinite(rows))
     data = dict(zip(header, rows.T))
+    # no protocol: one potentiostatic segment, which applies no current
+    assert np.all(data["segment"] == 0) and np.all(np.isnan(data.pop("applied_current_density_A_m2")))
+    assert all(np.all(np.isfinite(v)) for v in data.values())
+    np.testing.assert_allclose(data["cell_voltage_V"], -0.45, rtol=1e-12)
     newton = data["newton_iterations"]
     assert np.all(newton <= 5), f"the expected dt sequence assumes easy solves, got {newton}"
     assert newton.sum() == summary["newton_iterations"]

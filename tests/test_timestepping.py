@@ -68,6 +68,8 @@ def test_from_config_spreads_n_outputs_evenly():
         easy_iterations=5,
         output_times=None,
         n_outputs=4,
+        error_tolerance=None,
+        max_interface_change=None,
     )
     ctl = StepController.from_config(time_cfg)
     assert ctl.output_times == pytest.approx([1.0, 2.0, 3.0, 4.0])
@@ -212,3 +214,64 @@ def test_finished_and_output_time_tolerances():
     assert ctl.next_output(above) == 0.8
     assert ctl.next_output(below) == 1.0
     assert ctl.next_output(0.2) == 0.3
+
+
+# Accuracy control: the next dt is dt * safety * sqrt(tol / error), between cut and growth.
+def accurate(**kw) -> StepController:
+    args = dict(t_end=100.0, dt=0.1, dt_min=1e-4, dt_max=10.0, growth=1.5, cut=0.5, error_tolerance=0.01)
+    args.update(kw)
+    return StepController(**args)
+
+
+def test_error_estimate_sets_the_next_step():
+    """Catches an exponent other than 1/2 (backward Euler's local error ~ dt^2), a missing
+    safety factor, or growth/shrink limits not applied: error = tol/4 asks for 1.8x and gets
+    the growth limit 1.5x; error = tol gives 0.9x; error = 2 tol gives 0.9/sqrt(2) = 0.636x;
+    error = 100 tol would give 0.09x and gets the cut limit 0.5x."""
+    for error, factor in [(0.0025, 1.5), (0.01, 0.9), (0.02, 0.9 / 2**0.5), (1.0, 0.5)]:
+        ctl = accurate()
+        ctl.accepted(2, 0.1, False, error=error)
+        assert ctl.dt == pytest.approx(0.1 * factor, rel=1e-12), error
+
+
+def test_hard_solve_does_not_grow_even_when_accurate():
+    """Catches the Newton safeguard lost in accuracy mode: a tiny error after a hard solve
+    (more than easy_iterations) keeps dt, it does not grow it."""
+    ctl = accurate(easy_iterations=5)
+    ctl.accepted(HARD, 0.1, False, error=1e-8)
+    assert ctl.dt == pytest.approx(0.1, rel=1e-12)
+
+
+def test_inaccurate_step_is_rejected_and_shrunk():
+    """Catches a step accepted above the tolerance, or a retry that does not shrink by the
+    estimate: error 4 tol -> retry at 0.9 * sqrt(1/4) = 0.45 dt; 1.01 tol -> 0.9/sqrt(1.01) dt; at the lower limit 0.2 dt; refused below dt_min."""
+    ctl = accurate()
+    assert not ctl.too_inaccurate(0.01) and ctl.too_inaccurate(0.0101)
+    assert not ctl.too_inaccurate(None)
+    assert ctl.rejected(0.1, 0.04) and ctl.dt == pytest.approx(0.045, rel=1e-12)
+    assert ctl.rejected(0.1, 0.0101) and ctl.dt == pytest.approx(0.09 * (1 / 1.01) ** 0.5, rel=1e-12)
+    assert ctl.rejected(0.1, 100.0) and ctl.dt == pytest.approx(0.02, rel=1e-12)
+    assert not accurate(dt_min=0.05).rejected(0.1, 100.0)
+    assert not StepController(t_end=1.0, dt=0.1, dt_min=1e-3, dt_max=1.0).too_inaccurate(1e9)
+
+
+def test_interface_motion_caps_the_step():
+    """Catches the cap ignored or applied the wrong way up: max |delta eta| = 0.5 with a cap
+    of 0.25 halves the step even when the error estimate would grow it; a small change
+    (0.01) does not limit it."""
+    ctl = accurate(max_interface_change=0.25)
+    ctl.accepted(2, 0.1, False, error=1e-6, interface_change=0.5)
+    assert ctl.dt == pytest.approx(0.05, rel=1e-12)
+    ctl = accurate(max_interface_change=0.25)
+    ctl.accepted(2, 0.1, False, error=1e-6, interface_change=0.01)
+    assert ctl.dt == pytest.approx(0.15, rel=1e-12)
+
+
+def test_accurate_landing_step_keeps_the_running_dt():
+    """Catches a short step (landing on an output time) that shrinks the running dt in
+    accuracy mode: its small error would otherwise be scaled from the short step."""
+    ctl = accurate(dt=0.3, output_times=[0.05])
+    dt, landed = ctl.propose(0.0)
+    assert landed and dt == pytest.approx(0.05)
+    ctl.accepted(2, dt, landed, error=1e-6)
+    assert ctl.dt == pytest.approx(0.3, rel=1e-12)

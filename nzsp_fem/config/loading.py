@@ -4,22 +4,110 @@ pydantic errors turned into one-line messages that name the key path."""
 from __future__ import annotations
 
 import copy
+import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from .protocol import protocol_end_conflict
 from .schema import Config, ConfigError
 
 # A model validator's message that starts with its own sub-path ("grain.yield_stress: ...").
 _SUBPATH = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
 
 
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without Annotated metadata and without None in an optional."""
+    while True:
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        members = _union_members(tp)
+        if members is not None and len(members) == 1:
+            tp = members[0]
+            continue
+        return tp
+
+
+def _union_members(tp: Any) -> list | None:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(tp) if a is not type(None)]
+    return None
+
+
+def _branch(members: list, label: Any, next_part: Any) -> Any:
+    """The union member an error location continues into: a list for an index, a mapping
+    or the model that pydantic's branch ``label`` names (or that has the key) for a key."""
+    for m in members:
+        origin = typing.get_origin(_unwrap(m)) or _unwrap(m)
+        if isinstance(next_part, int) and origin in (list, tuple, set):
+            return m
+        if isinstance(next_part, str):
+            if origin is dict:
+                return m
+            if isinstance(origin, type) and issubclass(origin, BaseModel):
+                if label == origin.__name__ or next_part in origin.model_fields:
+                    return m
+    return Any
+
+
+def _key_path(loc: tuple, model: type[BaseModel]) -> tuple[tuple, int | None]:
+    """The error location as the user's key path, and where (if anywhere) it passed a union.
+
+    Pydantic puts a label of the branch type into the location of an error inside a union
+    (``nuclei.positions.literal['grain_centres']``); users never wrote that, so the model's
+    annotations tell which parts are labels and they are dropped.
+    """
+    out: list = []
+    union_at = None
+    tp: Any = model
+    i = 0
+    while i < len(loc):
+        tp = _unwrap(tp)
+        members = _union_members(tp)
+        if members is not None and len(members) > 1:
+            union_at = len(out) if union_at is None else union_at
+            i += 1
+            tp = _branch(members, loc[i - 1], loc[i] if i < len(loc) else None)
+            continue
+        part = loc[i]
+        out.append(part)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            tp = field.annotation if field is not None else Any
+        elif origin in (list, tuple, set):
+            tp = (typing.get_args(tp) or (Any,))[0]
+        elif origin is dict:
+            tp = (typing.get_args(tp) or (Any, Any))[1]
+        else:
+            tp = Any
+        i += 1
+    return tuple(out), union_at
+
+
+def _relevant_error(err: ValidationError, model: type[BaseModel]) -> tuple[Any, tuple]:
+    """The error to report and its key path. For a value that fits no branch of a union,
+    pydantic reports every branch; the branch that got deepest into the value is the one
+    the user meant (a list of points with one wrong unit, not the literal), and at equal
+    depth a wrong value beats a wrong type."""
+    found = [(e, *_key_path(tuple(e["loc"]), model)) for e in err.errors()]
+    first, path, union_at = found[0]
+    if union_at is None:
+        return first, path
+    same_union = [f for f in found if f[2] == union_at and f[1][:union_at] == path[:union_at]]
+    best = max(same_union, key=lambda f: (len(f[1]), not f[0]["type"].endswith("_type")))
+    return best[0], best[1]
+
+
+def _format_error(err: ValidationError, model: type[BaseModel] = Config) -> str:
+    first, loc = _relevant_error(err, model)
+    path = ".".join(str(p) for p in loc)
     msg = first["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -85,12 +173,40 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _outside_runtime_hint(path: Path) -> str:
+    """Why a file may be missing inside bin/nzsp-env's root file system, which shows only
+    the repository, the working directory and the directories of paths on its command line
+    (a file reached through ``extends:`` from elsewhere is none of those)."""
+    if os.environ.get("NZSP_IN_ENV") != "1":
+        return ""
+    where = Path(os.path.abspath(path))
+    repo = Path(__file__).resolve().parents[2]
+    if where.is_relative_to(repo) or where.is_relative_to(Path.cwd()):
+        return ""
+    return (
+        " (inside bin/nzsp-env only the repository, the working directory and the directories of "
+        "paths on its command line are visible: run from a directory that contains it)"
+    )
+
+
+# Input files named in a config are relative to that config file (not to the working
+# directory), so a config moves together with its inputs, also through `extends:`.
+_FILE_KEYS = (("microstructure", "image"),)
+
+
+def _resolve_files(data: dict, directory: Path) -> None:
+    for section, key in _FILE_KEYS:
+        node = data.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = str((directory / Path(node[key]).expanduser()).absolute())
+
+
 def _read_yaml(path: Path, chain: tuple = ()) -> dict:
     """A config file as a dict; ``extends: other.yaml`` (relative to it) is merged beneath."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such config file{_outside_runtime_hint(path)}") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     try:
@@ -103,6 +219,7 @@ def _read_yaml(path: Path, chain: tuple = ()) -> dict:
         raise ConfigError(f"{path}: empty config file (write '{{}}' to run with all defaults)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    _resolve_files(data, path.parent)
     base = data.pop("extends", None)
     if base is not None:
         if not isinstance(base, str):
@@ -121,7 +238,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     for text in overrides:
         key, value = parse_override(text)
         apply_override(data, key, value)
-    return parse_config(data)
+    cfg = parse_config(data)
+    # Only the user's own keys tell a given t_end from the default one.
+    conflict = protocol_end_conflict(data)
+    if conflict:
+        raise ConfigError(conflict)
+    return cfg
 
 
 def with_value(cfg: Config, dotted: str, value: Any) -> Config:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .protocol import Protocol
 from .units import (
     Angle,
     Concentration,
@@ -67,6 +68,20 @@ class Microstructure(Strict):
     rng_seed: int = 1
     gb_width: Length = Field(30e-9, gt=0)
     gb_representation: Literal["tagged", "smooth"] = "tagged"
+    # A labelled grain image (PNG, TIFF, .npy; relative to the config file) instead of
+    # Voronoi grains: 2D, tagged GBs (nzsp_fem/mesh/image.py). It covers domain.size.
+    image: str | None = None
+    pixel_size: Length | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _image_pixels(self):
+        if self.image is not None and self.pixel_size is None:
+            raise ValueError("pixel_size: required with microstructure.image (e.g. '20 nm')")
+        if self.image is None and self.pixel_size is not None:
+            raise ValueError("pixel_size: only used with microstructure.image")
+        if self.image is not None and self.seeds is not None:
+            raise ValueError("seeds: the grains come from microstructure.image; remove seeds")
+        return self
 
 
 class MeshSizes(Strict):
@@ -195,6 +210,12 @@ class TimeStepping(Strict):
     growth_factor: float = Field(1.5, gt=1)
     cut_factor: float = Field(0.5, gt=0, lt=1)
     easy_iterations: int = Field(5, ge=1)
+    # Accuracy: the largest local error of a step in eta (and c/c0), estimated from the
+    # backward-Euler solution against its linear-extrapolation predictor; null = steps set
+    # by Newton effort only. The cap bounds max |delta eta| per step, so the front moves at
+    # most about that fraction of the interface width per step (null = no cap).
+    error_tolerance: float | None = Field(0.02, gt=0)
+    max_interface_change: float | None = Field(0.25, gt=0, le=1)
     output_times: list[Time] | None = None
     n_outputs: int = Field(10, ge=1)
     max_steps: int = Field(10**7, ge=1)
@@ -215,7 +236,8 @@ class TimeStepping(Strict):
 
 
 class Solver(Strict):
-    preset: Literal["direct", "iterative"] = "direct"
+    # "auto": direct (MUMPS) up to 20k unknowns, else the iterative field split.
+    preset: Literal["direct", "iterative", "auto"] = "auto"
     bounds: bool = False
     # c itself by default: exact Na balance and no stall (docs/model.md item 2); ln c
     # keeps c > 0 but has no solution once a step's Na demand exceeds the local supply.
@@ -247,8 +269,13 @@ class Output(Strict):
     probes: list[Probe] = Field(default_factory=list)
     checkpoint_every_steps: int = Field(100, ge=0)
     checkpoint_every_minutes: float = Field(30.0, ge=0)
+    # A run killed (SIGKILL, a crash) before the first periodic checkpoint can still be
+    # restarted from its last output time.
+    checkpoint_at_output_times: bool = True
     figures: bool = True
     figures_at_output_times: bool = False
+    # figures/eta.gif from the VTX fields at the end of the run (needs figures: true).
+    animation: bool = True
     verbosity: int = Field(1, ge=0, le=3)
 
 
@@ -273,7 +300,24 @@ class Config(Strict):
     time: TimeStepping = Field(default_factory=TimeStepping)
     solver: Solver = Field(default_factory=Solver)
     output: Output = Field(default_factory=Output)
+    # Replaces electrochemistry.electrode over time and sets time.t_end (config/protocol.py).
+    protocol: Protocol | None = None
     study: Study | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _end_of_protocol(cls, data: Any) -> Any:
+        # Before the fields are validated, so that output_times are checked against the
+        # protocol's end; an invalid protocol is left to its own field's error.
+        if not isinstance(data, dict) or data.get("protocol") is None:
+            return data
+        try:
+            protocol = Protocol.model_validate(data["protocol"])
+        except ValueError:
+            return data
+        time = data.get("time")
+        time = time.model_dump() if isinstance(time, BaseModel) else dict(time or {})
+        return dict(data, time=dict(time, t_end=protocol.duration))
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -299,6 +343,8 @@ class Config(Strict):
             )
         if self.study is not None:
             check_parameter_path(self, self.study.parameter)
+            if self.protocol is not None and self.study.parameter == "time.t_end":
+                raise ValueError("study.parameter: time.t_end is set by the protocol; vary the protocol instead")
         return self
 
 

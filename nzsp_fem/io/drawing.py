@@ -179,25 +179,31 @@ def finish_clim(rng: tuple[float, float] | None, log: bool) -> tuple[float, floa
 class Layout:
     """A plotter whose subplots form a grid of fixed pixel sizes: an optional header row
     spanning the figure (title, column titles), rows of map panels, and a last column of
-    colour bars."""
+    colour bars (one per row), or with ``bar_each`` a colour bar right of every panel."""
 
     LINE = 40  # header line height in pixels at scale 1
 
-    def __init__(self, n_rows: int, n_cols: int, panel_w: int, panel_h: int, header_lines: int = 0):
+    def __init__(
+        self, n_rows: int, n_cols: int, panel_w: int, panel_h: int, header_lines: int = 0, bar_each: bool = False
+    ):
         import pyvista as pv
 
         ensure_offscreen()
-        # fonts grow with the figure (geometric mean size), for a figure shown at page width
-        area = (n_cols * panel_w + 250) * n_rows * panel_h
-        self.scale = float(np.clip(math.sqrt(area) / 1000.0, 0.8, 2.5))
-        cbar_w = int(round(175 * self.scale))  # bar, tick labels and the rotated label
+        self.scale, cbar_w, self.line_h, header_h = _layout_sizes(
+            n_rows, n_cols, panel_w, panel_h, header_lines, bar_each
+        )
         self.header = 1 if header_lines else 0
-        self.line_h = int(round(self.LINE * self.scale))
-        header_h = header_lines * self.line_h + (int(0.3 * self.line_h) if header_lines else 0)
         self.panel_w, self.panel_h, self.cbar_w, self.header_h = panel_w, panel_h, cbar_w, header_h
         rows = [header_h] * self.header + [panel_h] * n_rows
-        cols = [panel_w] * n_cols + [cbar_w]
+        if bar_each:
+            # a blank column after each colour bar: its rotated label would sit against the
+            # next map and read as that map's
+            cols = [panel_w, cbar_w, bar_gap(cbar_w)] * n_cols
+            cols.pop()
+        else:
+            cols = [panel_w] * n_cols + [cbar_w]
         self.size = (int(sum(cols)), int(sum(rows)))
+        self.bar_each = bar_each
         theme = pv.themes.DocumentTheme()
         theme.background = "white"
         theme.font.color = "black"
@@ -216,7 +222,12 @@ class Layout:
         self.n_cols = n_cols
 
     def renderer(self, row: int, col: int):
-        self.plotter.subplot(row + self.header, col)
+        self.plotter.subplot(row + self.header, 3 * col if self.bar_each else col)
+        return self.plotter.renderer
+
+    def bar_renderer(self, row: int, col: int = 0):
+        """The colour-bar subplot of the panel at (row, col): beside it, or the row's last."""
+        self.plotter.subplot(row + self.header, 3 * col + 1 if self.bar_each else self.n_cols)
         return self.plotter.renderer
 
     def header_text(self, text: str, x_px: float, line: int, size: float, bold: bool = False) -> None:
@@ -236,6 +247,42 @@ class Layout:
         self.plotter.screenshot(str(path))
         self.plotter.close()
         return path
+
+
+def _layout_sizes(
+    n_rows: int, n_cols: int, panel_w: int, panel_h: int, header_lines: int, bar_each: bool
+) -> tuple[float, int, int, int]:
+    """(font scale, colour-bar column width, header line height, header height) of a Layout."""
+    # fonts grow with the figure (geometric mean size), for a figure shown at page width
+    area = (n_cols * panel_w + 250 * (n_cols if bar_each else 1)) * n_rows * panel_h
+    scale = float(np.clip(math.sqrt(area) / 1000.0, 0.8, 2.5))
+    cbar_w = int(round(175 * scale))  # bar, tick labels and the rotated label
+    line_h = int(round(Layout.LINE * scale))
+    header_h = header_lines * line_h + (int(0.3 * line_h) if header_lines else 0)
+    return scale, cbar_w, line_h, header_h
+
+
+def bar_gap(cbar_w: int) -> int:
+    """Blank width between a colour bar and the next map of a ``bar_each`` Layout."""
+    return cbar_w // 2
+
+
+def grid_shape(n: int, panel_w: int, panel_h: int, header_lines: int = 0, aspect: float = 4 / 3) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels, each with its colour bar beside it, whose figure
+    is nearest ``aspect`` (width / height, in log scale): wide domains stack, tall ones
+    line up. Empty slots count against a shape: twice their fraction of ``n`` adds to that
+    distance."""
+    best = None
+    for cols in range(1, n + 1):
+        rows = math.ceil(n / cols)
+        if (rows - 1) * cols >= n:
+            continue  # a whole empty row
+        _, cbar_w, _, header_h = _layout_sizes(rows, cols, panel_w, panel_h, header_lines, True)
+        w, h = cols * (panel_w + cbar_w) + (cols - 1) * bar_gap(cbar_w), rows * panel_h + header_h
+        score = (abs(math.log(w / h / aspect)) + 2 * (rows * cols - n) / n, rows * cols - n)
+        if best is None or score < best[0]:
+            best = (score, (rows, cols))
+    return best[1]
 
 
 def panel_size(disp, width: int) -> tuple[int, int]:
@@ -374,13 +421,14 @@ def _tick_format(ticks: np.ndarray) -> str:
     return "%.4g"
 
 
-def colour_bar(layout: Layout, row: int, mapper, label: str, log: bool, clim) -> None:
-    """A vertical colour bar for ``mapper`` in the colour-bar column, with round ticks and
-    ``label`` rotated along its right side (like matplotlib's colorbar label)."""
+def colour_bar(layout: Layout, row: int, mapper, label: str, log: bool, clim, col: int = 0) -> None:
+    """A vertical colour bar for ``mapper`` in the colour-bar column (or beside panel
+    ``col`` of a ``bar_each`` layout), with round ticks and ``label`` rotated along its
+    right side (like matplotlib's colorbar label)."""
     from vtkmodules.vtkCommonCore import vtkDoubleArray
     from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
 
-    ren = layout.renderer(row, layout.n_cols)
+    ren = layout.bar_renderer(row, col)
     bar = vtkScalarBarActor()
     bar.SetLookupTable(mapper.GetLookupTable())
     bar.SetOrientationToVertical()

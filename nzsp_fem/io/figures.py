@@ -39,6 +39,7 @@ from .drawing import (
     draw_text,
     field_values,
     finish_clim,
+    grid_shape,
     nice_length,
     panel_size,
 )
@@ -71,16 +72,19 @@ def plot_fields(
     surface: bool = False,
     width: int = 1000,
     contour: str | None = None,
+    columns: int | None = None,
 ) -> dict | None:
-    """One row per field: map (top-down, parallel projection, scale bar in µm) and a
-    colour bar labelled with ``Panel.label``.
+    """One map per field (top-down, parallel projection, scale bar in µm), each with a
+    colour bar labelled with ``Panel.label`` beside it, in a grid of ``columns`` columns
+    (default: the grid whose figure is nearest 4:3 for the domain's aspect ratio,
+    :func:`drawing.grid_shape`), filled row by row.
 
     3D grids show the slice at height ``z`` (mesh units, default mid-height) or, with
     ``surface=True``, the outer surface in an isometric view. ``contour`` names a field
     whose 0.5 iso-line is drawn in red on every panel (e.g. ``"eta"``).
 
-    Returns ``{"path": Path, "clims": {field: (lo, hi)}}``, or ``None`` if ``grid`` is
-    ``None`` (ranks other than the gathering one).
+    Returns ``{"path": Path, "clims": {field: (lo, hi)}, "shape": (rows, columns)}``, or
+    ``None`` if ``grid`` is ``None`` (ranks other than the gathering one).
     """
     if grid is None:
         return None
@@ -89,19 +93,26 @@ def plot_fields(
         raise ValueError("plot_fields: no panels")
     disp, _ = display_mesh(grid, z, surface)
     panel_w, panel_h = panel_size(disp, width) if not surface else (width, int(0.8 * width))
-    layout = Layout(len(panels), 1, panel_w, panel_h, header_lines=1 if title else 0)
+    header = 1 if title else 0
+    if columns is None:
+        rows, columns = grid_shape(len(panels), panel_w, panel_h, header)
+    else:
+        columns = max(1, min(columns, len(panels)))
+        rows = -(-len(panels) // columns)
+    layout = Layout(rows, columns, panel_w, panel_h, header_lines=header, bar_each=True)
     iso = contour_lines(disp, contour)
     clims = {}
-    for r, panel in enumerate(panels):
+    for k, panel in enumerate(panels):
+        r, c = divmod(k, columns)
         vals, _ = field_values(disp, panel.field)
         clim = tuple(panel.clim) if panel.clim else finish_clim(data_range(vals, panel.log), panel.log)
         clims[panel.field] = clim
-        actor = draw_map(layout, r, 0, disp, panel, clim, scale_bar=True, surface=surface, contour=iso)
-        colour_bar(layout, r, actor.mapper, panel.label, panel.log, clim)
+        actor = draw_map(layout, r, c, disp, panel, clim, scale_bar=True, surface=surface, contour=iso)
+        colour_bar(layout, r, actor.mapper, panel.label, panel.log, clim, col=c)
     if title:
         layout.header_text(title, 0.5 * layout.size[0], 0, 22)
     out = layout.save(path)
-    return {"path": out, "clims": clims}
+    return {"path": out, "clims": clims, "shape": (rows, columns)}
 
 
 def plot_initial_state(

@@ -16,6 +16,7 @@ from . import checkpoint as ckpt
 from .figures import plot_fields, plot_initial_state
 from .output_fields import OutputFields, field_panels, gather_state
 from .probes import ProbeSeries
+from .protocol_figures import plot_voltage
 from .rundir import TIMESERIES_COLUMNS, CsvTable, FieldWriter, OutputError, RunLog, write_json, write_yaml
 
 #: summary.json keys about the run itself; the physical ones are Diagnostics.names("summary").
@@ -25,11 +26,14 @@ RUN_SUMMARY_KEYS = [
     "t_final",
     "steps",
     "newton_iterations",
+    "failed_attempts",
     "wall_time_s",
     "mpi_size",
     "dofs",
     "short_circuit",
     "short_circuit_time_s",
+    "critical_current_density_A_m2",
+    "voltage_collapse_time_s",
     "restarts",
 ]
 
@@ -104,7 +108,8 @@ class RunRecord:
                 contour="eta",
             )
 
-    def step(self, t: float, dt: float, report, diag: Diagnostics) -> None:
+    def step(self, t: float, dt: float, report, diag: Diagnostics, **columns) -> None:
+        """One row of timeseries.csv; ``columns``: the protocol's (segment, applied current)."""
         self.table.row(
             dict(
                 vars(diag),
@@ -112,6 +117,9 @@ class RunRecord:
                 dt=dt,
                 newton_iterations=report.newton_iterations,
                 linear_iterations=report.linear_iterations,
+                error_estimate=report.error_estimate,
+                interface_change=report.interface_change,
+                **columns,
             )
         )
         self.probes.record(t)
@@ -139,21 +147,32 @@ class RunRecord:
         if grid is not None:
             grid.save(str(self.outdir / "final_state.vtu"))
         self.figure("final_state.png", run_state["t"])
+        if self.cfg.output.figures and self.cfg.output.animation and self.comm.rank == 0:
+            self._animate()
         summary = {
             "status": status,
             "reason": reason,
             "t_final": run_state["t"],
             "steps": run_state["steps"],
             "newton_iterations": run_state["newton_total"],
+            "failed_attempts": run_state.get("failed_attempts", 0),
             "wall_time_s": time.perf_counter() - self.wall0,
             "mpi_size": self.comm.size,
             "dofs": self.problem.dofs,
             "short_circuit": run_state["short_circuit_time"] is not None,
             "short_circuit_time_s": run_state["short_circuit_time"],
+            "critical_current_density_A_m2": run_state.get("critical_current_density_A_m2"),
+            "voltage_collapse_time_s": run_state.get("voltage_collapse_time_s"),
             "restarts": run_state["restarts"],
         }
         summary.update({k: getattr(diag, k) for k in Diagnostics.names("summary")})
         write_json(self.outdir / "summary.json", summary, self.comm)
+        if self.cfg.protocol is not None and self.cfg.output.figures and self.comm.rank == 0:
+            events = {
+                "short circuit": summary["short_circuit_time_s"],
+                "voltage collapse": summary["voltage_collapse_time_s"],
+            }
+            plot_voltage(self.outdir / "timeseries.csv", self.figures_dir / "voltage.png", self.cfg.name, events)
         self.log(
             f"{status}: t={run_state['t']:.4e} s in {run_state['steps']} steps, "
             f"{run_state['newton_total']} Newton iterations, {summary['wall_time_s']:.1f} s wall",
@@ -162,10 +181,22 @@ class RunRecord:
         self.log.close()
         return summary
 
+    def _animate(self) -> None:
+        """figures/eta.gif from the VTX fields just closed (rank 0 only)."""
+        from .animation import write_animation
+
+        try:
+            path, frames = write_animation(self.outdir, title=self.cfg.name)
+        except Exception as err:  # noqa: BLE001
+            # the run's results are complete; a failed animation must not fail the run
+            self.log(f"animation not written: {type(err).__name__}: {err}", 0)
+            return
+        self.log(f"animation: {path} ({frames} frames)", 2)
+
 
 def run_state_functions(problem: CoupledProblem) -> dict:
     """Everything a restart needs besides t/dt/step: the state and the plastic history."""
-    funcs = {"state": problem.w}
+    funcs = {"state": problem.w, "state_previous": problem.w_prev}
     if problem.plastic is not None:
         funcs["plastic_strain_tensor"] = problem.plastic.eps_p
         funcs["equivalent_plastic_strain"] = problem.plastic.p

@@ -21,7 +21,17 @@ class OutputError(Exception):
     """A problem with the output directory, reported to the user on one line."""
 
 
-TIMESERIES_COLUMNS = ["t", "dt", "newton_iterations", "linear_iterations"] + Diagnostics.names("series")
+# segment and applied_current_density_A_m2 come from the electrode protocol (solver/protocol.py).
+TIMESERIES_COLUMNS = [
+    "t",
+    "dt",
+    "newton_iterations",
+    "linear_iterations",
+    "error_estimate",
+    "interface_change",
+    "segment",
+    "applied_current_density_A_m2",
+] + Diagnostics.names("series")
 
 
 def prepare_directory(path: Path, comm, overwrite: bool, restart: bool) -> None:

@@ -11,6 +11,7 @@ import pathlib
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .image import ImageGeometry, image_geometry, shrunk_image_grains
 from .spec import (
     BOTTOM,
     FACE_NAMES,
@@ -135,14 +136,22 @@ def _build_tagged_2d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: 
     """OCC: box fragmented with the shrunk grains; the rest of the box is the GB network."""
     occ = gmsh.model.occ
     w = spec.gb_width / spec.length_scale
-    shrunk = shrunk_grains(geo, 0.5 * w, spec.length_scale)
+    # Each grain interior as loops, the outer one first (image grains may have holes).
+    if isinstance(geo, ImageGeometry):
+        shrunk = shrunk_image_grains(geo, 0.5 * w, spec.length_scale)
+    else:
+        shrunk = [[poly] for poly in shrunk_grains(geo, 0.5 * w, spec.length_scale)]
     Lx, Ly = geo.box
-    rect = occ.addRectangle(0.0, 0.0, 0.0, Lx, Ly)
-    surfs = []
-    for poly in shrunk:
+
+    def loop(poly):
+        # OCC cuts a hole only with a loop oriented like the outer one: all counterclockwise
+        if np.sum(poly[:, 0] * np.roll(poly[:, 1], -1) - np.roll(poly[:, 0], -1) * poly[:, 1]) < 0:
+            poly = poly[::-1]
         pts = [occ.addPoint(float(p[0]), float(p[1]), 0.0) for p in poly]
-        lines = [occ.addLine(pts[k], pts[(k + 1) % len(pts)]) for k in range(len(pts))]
-        surfs.append(occ.addPlaneSurface([occ.addCurveLoop(lines)]))
+        return occ.addCurveLoop([occ.addLine(pts[k], pts[(k + 1) % len(pts)]) for k in range(len(pts))])
+
+    rect = occ.addRectangle(0.0, 0.0, 0.0, Lx, Ly)
+    surfs = [occ.addPlaneSurface([loop(poly) for poly in loops]) for loops in shrunk]
     _, out_map = occ.fragment([(2, rect)], [(2, t) for t in surfs])
     occ.synchronize()
     grain_surfs = []
@@ -153,10 +162,11 @@ def _build_tagged_2d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: 
         grain_surfs.append(pieces[0])
     taken = set(grain_surfs)
     gb_surfs = sorted(t for d, t in out_map[0] if d == 2 and t not in taken)
-    # sanity: the centre of mass of each grain surface lies in its own Voronoi cell
-    owner = cKDTree(geo.seeds).query([occ.getCenterOfMass(2, t)[:2] for t in grain_surfs])[1]
-    if not np.array_equal(owner, np.arange(geo.n)):
-        raise MeshError("internal error: grain surfaces do not match their Voronoi cells")
+    if not isinstance(geo, ImageGeometry):
+        # sanity: the centre of mass of each grain surface lies in its own Voronoi cell
+        owner = cKDTree(geo.seeds).query([occ.getCenterOfMass(2, t)[:2] for t in grain_surfs])[1]
+        if not np.array_equal(owner, np.arange(geo.n)):
+            raise MeshError("internal error: grain surfaces do not match their Voronoi cells")
     if geo.n > 1 and not gb_surfs:
         raise MeshError("internal error: no GB surface left after the OCC fragment")
     for i, t in enumerate(grain_surfs):
@@ -324,7 +334,7 @@ def build_polycrystal(spec: PolycrystalSpec, comm, cache_dir="meshes", verbose: 
     bad input, including geometry problems found while building on rank 0.
     """
     validate(spec)
-    geo = voronoi_geometry(spec)
+    geo = voronoi_geometry(spec) if spec.image is None else image_geometry(spec)
     s = spec.length_scale
     nuclei = geo.centres.copy() if spec.nuclei is None else np.asarray(spec.nuclei, dtype=float) / s
     key = spec_key(spec)

@@ -8,7 +8,9 @@ Microstructure. Seeds (explicit or random with a minimum spacing) define a Voron
 tessellation of the box. The seeds are mirrored across every box face before calling
 ``scipy.spatial.Voronoi``: inside the box the nearest seed is never a mirror image, so the
 original cells come out exactly clipped to the box, with the box faces as ridges between a
-seed and its own mirror.
+seed and its own mirror. Or (2D, tagged) the grains come from a labelled image
+(``image``, ``pixel_size``): nzsp_fem/mesh/image.py turns it into the same geometry
+structure, checked here through nzsp_fem/mesh/labels.py.
 
 GB region. A point ``x`` of grain ``i`` has GB distance
 
@@ -46,6 +48,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..config import Config
+from .labels import ImageError, grain_labels, label_digest, read_labels
 
 # Facet tags: x=0, x=Lx, y=0, y=Ly, z=0, z=Lz. Tag = 2*axis + side + 1.
 LEFT, RIGHT, BOTTOM, TOP, FRONT, BACK = 1, 2, 3, 4, 5, 6
@@ -55,6 +58,8 @@ GB_TAG = 1000
 
 # Bump when the generated .msh would change for the same spec: it is part of the key.
 FORMAT_VERSION = 1
+# Bump when nzsp_fem/mesh/image.py would mesh the same image differently (image keys only).
+IMAGE_FORMAT_VERSION = 1
 # Random seeds keep at least this fraction of the typical grain size (V/n)^(1/dim) from
 # each other, so no grain is tiny. 0.6 is far below random-sequential-adsorption jamming
 # (0.83 in 2D, 0.90 in 3D), so sampling is fast; if it still stalls the spacing is relaxed
@@ -83,6 +88,8 @@ CONFIG_KEYS = {
     "nuclei": "nuclei.positions",
     "nucleus_radius": "nuclei.radius",
     "length_scale": "scales.length",
+    "image": "microstructure.image",
+    "pixel_size": "microstructure.pixel_size",
 }
 
 
@@ -107,6 +114,9 @@ class PolycrystalSpec:
     length_scale: float = 1e-6
     # "tagged": GB strips are their own cells (2D only); "smooth": beta from distance.
     representation: str = "tagged"
+    # A labelled grain image (nzsp_fem/mesh/image.py) replaces the Voronoi grains.
+    image: str | None = None
+    pixel_size: float | None = None
 
     @property
     def dim(self) -> int:
@@ -168,11 +178,38 @@ def _typical_grain_size(spec: PolycrystalSpec) -> float:
     return float(np.prod(spec.size) / n) ** (1.0 / spec.dim)
 
 
+def _check_image(spec: PolycrystalSpec) -> int:
+    """The number of grains of a usable image microstructure; else MeshError."""
+    k = CONFIG_KEYS
+    if len(spec.size) != 2:
+        raise MeshError(f"{k['image']} is 2D only, but the domain is {len(spec.size)}D (domain.dim)")
+    if spec.representation != "tagged":
+        raise MeshError(f"{k['image']} needs {k['representation']} = 'tagged', got {spec.representation!r}")
+    if not (spec.pixel_size is not None and spec.pixel_size > 0 and math.isfinite(spec.pixel_size)):
+        raise MeshError(f"{k['pixel_size']} must be a positive length with {k['image']}")
+    try:
+        labels = read_labels(spec.image)
+        labels = grain_labels(labels, pathlib.Path(spec.image).name)
+    except ImageError as err:
+        raise MeshError(f"{k['image']}: {err}") from None
+    rows, cols = labels.shape
+    extent = (cols * spec.pixel_size, rows * spec.pixel_size)
+    # Within half a pixel the pixels are stretched to the domain (a rounded pixel size).
+    if any(abs(size - e) > 0.5 * spec.pixel_size for size, e in zip(spec.size, extent)):
+        raise MeshError(
+            f"{k['size']} = {format_point(spec.size)} does not match {k['image']}: {cols} x {rows} pixels of "
+            f"{format_length(spec.pixel_size)} cover {format_point(extent)}; set {k['size']}: "
+            f"[{format_length(extent[0])}, {format_length(extent[1])}]"
+        )
+    return len(np.unique(labels))
+
+
 def validate(spec: PolycrystalSpec) -> None:
     """Raise :class:`MeshError` if the spec cannot give a sensible mesh."""
     k = CONFIG_KEYS
     if len(spec.size) not in (2, 3):
         raise MeshError(f"{k['size']} must have 2 or 3 entries, got {len(spec.size)}")
+    n_image = _check_image(spec) if spec.image is not None else None
     dim = spec.dim
     if spec.representation not in ("tagged", "smooth"):
         raise MeshError(f"{k['representation']} must be 'tagged' or 'smooth', got {spec.representation!r}")
@@ -189,7 +226,9 @@ def validate(spec: PolycrystalSpec) -> None:
             raise MeshError(f"{k[name]} must be positive, got {format_length(v)}")
     box = np.asarray(spec.size, dtype=float)
 
-    if spec.seeds is None:
+    if n_image is not None:
+        pass  # the grains come from the image
+    elif spec.seeds is None:
         if int(spec.n_grains) < 1:
             raise MeshError(f"{k['n_grains']} must be >= 1, got {spec.n_grains}")
     else:
@@ -209,8 +248,10 @@ def validate(spec: PolycrystalSpec) -> None:
             if dmin[:, 1].min() <= 1e-9 * _typical_grain_size(spec):
                 raise MeshError(f"{k['seeds']} contains duplicate seeds")
 
-    g = _typical_grain_size(spec)
+    g = _typical_grain_size(spec) if n_image is None else float(np.prod(spec.size) / n_image) ** 0.5
     grains_key = k["n_grains"] if spec.seeds is None else f"len({k['seeds']})"
+    if n_image is not None:
+        grains_key = f"{n_image} grains of {k['image']}"
     if spec.gb_width >= g:
         root = "sqrt(area" if dim == 2 else "cbrt(volume"
         raise MeshError(
@@ -240,7 +281,7 @@ def _canonical(spec: PolycrystalSpec) -> dict:
     def pts(v):
         return None if v is None else [[float(c) for c in p] for p in v]
 
-    return {
+    out = {
         "format": FORMAT_VERSION,
         "size": [float(s) for s in spec.size],
         # explicit seeds override n_grains and the RNG: they must not change the key
@@ -256,6 +297,10 @@ def _canonical(spec: PolycrystalSpec) -> dict:
         "length_scale": float(spec.length_scale),
         "representation": spec.representation,
     }
+    if spec.image is not None:  # the labels, not the file name or format, make the mesh
+        out.update(n_grains=None, rng_seed=None, seeds=None, image_format=IMAGE_FORMAT_VERSION)
+        out.update(image=label_digest(read_labels(spec.image)), pixel_size=float(spec.pixel_size))
+    return out
 
 
 def spec_key(spec: PolycrystalSpec) -> str:
@@ -283,4 +328,6 @@ def spec_from_config(cfg: Config) -> PolycrystalSpec:
         nucleus_radius=nu.radius,
         length_scale=cfg.scales.length,
         representation=representation,
+        image=ms.image,
+        pixel_size=ms.pixel_size,
     )

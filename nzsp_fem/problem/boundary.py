@@ -5,7 +5,9 @@ solves).
 Right edge (x = Lx): reservoir, phi = 0 (the ionic potential with two potentials) and
 c = 1 (unless electrochemistry.reservoir is off). Left edge (x = 0): the Na electrode,
 phi = phi_app (the electronic potential phi_e with two potentials) or a current density
-(galvanostatic, a Neumann term on the same potential). Mechanics: u_x = 0 on left and right, u_y = 0 at
+(galvanostatic, a Neumann term on the same potential), as the first segment of the
+electrode protocol says (config/protocol.py; the coupled problem switches later segments
+in between steps). Mechanics: u_x = 0 on left and right, u_y = 0 at
 the bottom (u_z = 0 at the front in 3D), an optional stack pressure on the top edge.
 """
 
@@ -19,6 +21,7 @@ import ufl
 from dolfinx import fem
 
 from ..config import Config
+from ..config.protocol import electrode_segments
 from ..mesh import BOTTOM, FRONT, LEFT, RIGHT, TOP
 from ..physics import forms
 from ..physics.scaling import Scaling
@@ -34,16 +37,23 @@ class Dirichlet:
     component: int | None = None
 
 
-def dirichlet_conditions(cfg: Config, scaling: Scaling, dim: int) -> list[Dirichlet]:
+def electrode_potential_condition(cfg: Config, scaling: Scaling, potential: float) -> Dirichlet:
+    """The potentiostatic electrode at ``potential`` (V). With two potentials the electrode
+    sets the electronic potential and the reservoir the ionic one; with one, both act on phi."""
+    field = "phi_e" if cfg.electrochemistry.potentials == "two" else "phi"
+    return Dirichlet(field, potential / scaling.potential, (LEFT,))
+
+
+def dirichlet_conditions(cfg: Config, scaling: Scaling, dim: int, electrode: bool = True) -> list[Dirichlet]:
+    """The Dirichlet conditions at the start; ``electrode=False`` leaves out the electrode's
+    potential (the coupled problem keeps it apart to switch it on and off)."""
     ec = cfg.electrochemistry
-    # With two potentials the electrode sets the electronic potential and the reservoir the
-    # ionic one; with one, both act on phi.
-    electrode_field = "phi_e" if ec.potentials == "two" else "phi"
     out = [Dirichlet("phi", 0.0, (RIGHT,))]
     if ec.reservoir:
         out.append(Dirichlet("c", 0.0 if cfg.solver.log_concentration else 1.0, (RIGHT,)))
-    if ec.electrode.mode == "potentiostatic":
-        out.append(Dirichlet(electrode_field, ec.electrode.potential / scaling.potential, (LEFT,)))
+    first = electrode_segments(cfg)[0]
+    if electrode and first.mode == "potentiostatic":
+        out.append(electrode_potential_condition(cfg, scaling, first.potential))
     if cfg.mechanics.enabled:
         out.append(Dirichlet("u", 0.0, (LEFT, RIGHT), component=0))
         out.append(Dirichlet("u", 0.0, (BOTTOM,), component=1))
@@ -81,12 +91,18 @@ def build_dirichlet(conditions: list[Dirichlet], space_of, facet_tags, fdim: int
     return bcs
 
 
-def electrode_current_term(cfg: Config, scaling: Scaling, v, ds):
-    """The galvanostatic electrode's Neumann term in the charge equation, or None."""
-    electrode = cfg.electrochemistry.electrode
-    if electrode.mode != "galvanostatic":
-        return None
-    return forms.galvanostatic_term(electrode.current_density / scaling.current_density, v, ds(LEFT))
+def electrode_current_term(cfg: Config, scaling: Scaling, v, ds, current=None):
+    """The galvanostatic electrode's Neumann term in the charge equation, or None.
+
+    ``current``: the scaled current density as a Constant that a protocol changes between
+    steps; by default the first segment's value (None when that one is potentiostatic).
+    """
+    if current is None:
+        first = electrode_segments(cfg)[0]
+        if first.mode != "galvanostatic":
+            return None
+        current = first.signed_current_density / scaling.current_density
+    return forms.galvanostatic_term(current, v, ds(LEFT))
 
 
 def stack_traction_term(cfg: Config, scaling: Scaling, v, mesh, ds):

@@ -38,6 +38,11 @@ class Diagnostics:
     metal_fraction: float = dataclasses.field(metadata=SERIES)
     penetration_depth_m: float = dataclasses.field(metadata=SERIES)
     electrode_current_A: float = dataclasses.field(metadata=SERIES)
+    # Per electrode area, A/m^2, positive while plating: compare with the applied value.
+    electrode_current_density_A_m2: float = dataclasses.field(metadata=SERIES)
+    # Electrode (electronic) potential minus the reservoir's (ionic) one, edge averages:
+    # negative while plating (docs/protocols.md).
+    cell_voltage_V: float = dataclasses.field(metadata=SERIES)
     reservoir_current_A: float = dataclasses.field(metadata=SERIES)
     deposition_current_A: float = dataclasses.field(metadata=SERIES)
     anchor_current_A: float = dataclasses.field(metadata=SERIES)
@@ -80,6 +85,16 @@ class DiagnosticsEvaluator:
             "beta_current": pb.beta * current,
         }
         self._integrals = {k: fem.form(e * pb.dx) for k, e in integrands.items()}
+        electrode_potential = pb.fields(pb.w).phi_e if pb.two_potentials else phi
+        self._edges = {
+            k: fem.form(e * pb.ds(tag))
+            for k, e, tag in (
+                ("electrode_area", integrands["volume"], LEFT),
+                ("electrode_potential", electrode_potential, LEFT),
+                ("reservoir_area", integrands["volume"], RIGHT),
+                ("reservoir_potential", phi, RIGHT),
+            )
+        }
         if pb.bounded:
             # The lumped storage conserves the nodal sum of c; with ln c as the unknown,
             # exp(ln c) is not P1 and only the lumped integral is that sum.
@@ -149,6 +164,8 @@ class DiagnosticsEvaluator:
         pb = self.problem
         sc, cfg = pb.scaling, pb.cfg
         integral = {k: self._allreduce(fem.assemble_scalar(f)) for k, f in self._integrals.items()}
+        edge = {k: self._allreduce(fem.assemble_scalar(f)) for k, f in self._edges.items()}
+        electrode_current = self.electrode_current()
         ec = cfg.electrochemistry
         total_na = (ec.c0 * integral["c"] + ec.c_metal * integral["eta"]) * sc.length**pb.dim
 
@@ -179,7 +196,13 @@ class DiagnosticsEvaluator:
             total_sodium_mol=total_na,
             metal_fraction=integral["eta"] / integral["volume"],
             penetration_depth_m=depth * sc.length,
-            electrode_current_A=self.electrode_current(),
+            electrode_current_A=electrode_current,
+            electrode_current_density_A_m2=electrode_current / (edge["electrode_area"] * sc.length ** (pb.dim - 1)),
+            cell_voltage_V=(
+                edge["electrode_potential"] / edge["electrode_area"]
+                - edge["reservoir_potential"] / edge["reservoir_area"]
+            )
+            * sc.potential,
             reservoir_current_A=self.reservoir_current(),
             deposition_current_A=self.deposition_current(),
             anchor_current_A=self.anchor_current(),

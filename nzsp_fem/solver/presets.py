@@ -18,8 +18,28 @@ SNES_VI_INFINITY = 1.0e20
 _DIRECT = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 
 
-def solver_options(cfg: Config) -> dict:
-    """PETSc options of the chosen preset, then the user's petsc_options on top."""
+# Block preconditioners of the iterative preset, by the field table's name for them.
+_BLOCK = {
+    "amg": {"ksp_type": "preonly", "pc_type": "hypre", "pc_hypre_type": "boomeramg"},
+    "ilu": {"ksp_type": "preonly", "pc_type": "bjacobi", "sub_pc_type": "ilu"},
+    "jacobi": {"ksp_type": "preonly", "pc_type": "jacobi"},
+}
+# preset "auto": below this many unknowns MUMPS factorises faster than the split iterates
+# (measured on the paper case: direct 0.9 s vs split 0.25 s per linear solve at 50k DOFs;
+# at 9k DOFs both ~0.05 s).
+AUTO_DIRECT_MAX_DOFS = 20_000
+
+
+def preset_for(cfg: Config, dofs: int | None) -> str:
+    """The preset a run uses: the configured one, or for "auto" direct on small problems."""
+    if cfg.solver.preset != "auto":
+        return cfg.solver.preset
+    return "direct" if dofs is not None and dofs <= AUTO_DIRECT_MAX_DOFS else "iterative"
+
+
+def solver_options(cfg: Config, table=(), problem_dofs: int | None = None) -> dict:
+    """PETSc options of the chosen preset for a problem with these fields (table) and
+    unknowns, then the user's petsc_options on top."""
     s = cfg.solver
     opts = {
         "snes_type": "vinewtonrsls" if s.bounds else "newtonls",
@@ -30,30 +50,26 @@ def solver_options(cfg: Config) -> dict:
         "snes_max_it": s.max_it,
         "snes_max_linear_solve_fail": 1,
     }
-    if s.preset == "direct":
+    if preset_for(cfg, problem_dofs) == "direct":
         opts.update(_DIRECT)
         opts.update({"mat_mumps_icntl_14": 200, "mat_mumps_icntl_24": 1})
     else:
-        # Field split: the stiff eta/c/phi block by additive Schwarz with LU on subdomains,
-        # the displacement block by algebraic multigrid; GMRES outside.
+        # One block per field (the field table says which preconditioner each gets),
+        # visited in table order (multiplicative: a block Gauss-Seidel sweep), FGMRES
+        # outside. No block is factorised, so the cost per iteration grows with the mesh
+        # like the AMG V-cycles. Measured at 50k DOFs on the paper case: 7-10 iterations.
         opts.update(
             {
                 "ksp_type": "fgmres",
                 "ksp_rtol": 1e-8,
                 "ksp_max_it": 400,
-                "ksp_gmres_restart": 200,
+                "ksp_gmres_restart": 100,
                 "pc_type": "fieldsplit",
                 "pc_fieldsplit_type": "multiplicative",
-                "fieldsplit_chem_ksp_type": "preonly",
-                "fieldsplit_chem_pc_type": "asm",
-                "fieldsplit_chem_pc_asm_overlap": 2,
-                "fieldsplit_chem_sub_pc_type": "lu",
-                "fieldsplit_chem_sub_pc_factor_mat_solver_type": "mumps",
-                "fieldsplit_mech_ksp_type": "preonly",
-                "fieldsplit_mech_pc_type": "hypre",
-                "fieldsplit_mech_pc_hypre_type": "boomeramg",
             }
         )
+        for f in table:
+            opts.update({f"fieldsplit_{f.name}_{k}": v for k, v in _BLOCK[f.block_preconditioner].items()})
     opts.update(s.petsc_options)
     return opts
 
@@ -66,9 +82,9 @@ def linear_startup_options() -> dict:
 def nonlinear_startup_options(cfg: Config) -> dict:
     """A nonlinear start-up solve on one field (initial mechanics): the run's Newton settings
     with a direct solver in place of any field split."""
-    opts = dict(solver_options(cfg))
+    opts = {k: v for k, v in solver_options(cfg).items() if not k.startswith(("ksp_", "pc_", "fieldsplit"))}
     opts.update({"snes_type": "newtonls", **_DIRECT, "snes_max_it": 50})
-    return {k: v for k, v in opts.items() if not k.startswith("fieldsplit") and "asm" not in k}
+    return opts
 
 
 def field_index_set(problem: CoupledProblem, names, block_size: int = 1) -> PETSc.IS:
@@ -88,15 +104,10 @@ def field_index_set(problem: CoupledProblem, names, block_size: int = 1) -> PETS
 
 
 def field_splits(problem: CoupledProblem) -> list[tuple[str, PETSc.IS]]:
-    """(split name, index set) per split group of the field table, in table order."""
-    groups: dict[str, list] = {}
-    for f in problem.table:
-        groups.setdefault(f.split, []).append(f)
-    splits = []
-    for name, members in groups.items():
-        block = members[0].shape[0] if len(members) == 1 and members[0].is_vector else 1
-        splits.append((name, field_index_set(problem, [f.name for f in members], block_size=block)))
-    return splits
+    """(split name, index set) per field of the field table, in table order."""
+    return [
+        (f.name, field_index_set(problem, [f.name], block_size=f.shape[0] if f.is_vector else 1)) for f in problem.table
+    ]
 
 
 def variable_bounds(problem: CoupledProblem) -> tuple[fem.Function, fem.Function]:

@@ -23,6 +23,9 @@ class SolveReport:
     newton_iterations: int
     linear_iterations: int
     residual_norm: float
+    # Set by the time stepper (solver/coupled.py), not by SNES.
+    error_estimate: float | None = None
+    interface_change: float | None = None
 
 
 _REASON_NAMES = {

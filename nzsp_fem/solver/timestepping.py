@@ -1,5 +1,7 @@
-"""Adaptive backward-Euler step control: grow after easy solves, cut and retry after a
-failed one, land exactly on output times, respect dt_min / dt_max."""
+"""Adaptive backward-Euler step control: steps sized by a local error estimate and an
+interface-motion cap (or, without an estimate, grown after easy solves), cut and retry
+after a failed or inaccurate one, land exactly on output times and breakpoints (protocol segment boundaries),
+respect dt_min / dt_max."""
 
 from __future__ import annotations
 
@@ -19,14 +21,24 @@ class StepController:
     cut: float = 0.5
     easy_iterations: int = 5
     output_times: list[float] = field(default_factory=list)
+    # Times a step must land on without writing output: where the electrode control changes.
+    breakpoints: list[float] = field(default_factory=list)
+    # Accuracy control (None = off): the step's local error estimate must stay below
+    # error_tolerance; safety keeps the next proposal a little inside it.
+    error_tolerance: float | None = None
+    safety: float = 0.9
+    # Interface-motion cap (None = off): largest change of eta at any node in one step.
+    max_interface_change: float | None = None
 
     def __post_init__(self):
         self.output_times = sorted(t for t in self.output_times if 0 < t <= self.t_end)
         if not self.output_times or abs(self.output_times[-1] - self.t_end) > _TIME_TOL * self.t_end:
             self.output_times.append(self.t_end)
+        self.breakpoints = sorted(t for t in self.breakpoints if 0 < t < self.t_end * (1 - _TIME_TOL))
+        self._landings = sorted(self.output_times + self.breakpoints)
 
     @classmethod
-    def from_config(cls, time_cfg, dt: float | None = None) -> "StepController":
+    def from_config(cls, time_cfg, dt: float | None = None, breakpoints=()) -> "StepController":
         outputs = time_cfg.output_times
         if outputs is None:
             outputs = [time_cfg.t_end * (k + 1) / time_cfg.n_outputs for k in range(time_cfg.n_outputs)]
@@ -39,16 +51,20 @@ class StepController:
             cut=time_cfg.cut_factor,
             easy_iterations=time_cfg.easy_iterations,
             output_times=outputs,
+            breakpoints=list(breakpoints),
+            error_tolerance=time_cfg.error_tolerance,
+            max_interface_change=time_cfg.max_interface_change,
         )
 
     def next_output(self, t: float) -> float:
-        for t_out in self.output_times:
+        """The next time a step must land on: an output time or a breakpoint."""
+        for t_out in self._landings:
             if t_out > t * (1 + _TIME_TOL) + _TIME_TOL * self.dt_min:
                 return t_out
         return self.t_end
 
     def propose(self, t: float) -> tuple[float, bool]:
-        """(dt for this attempt, whether it lands on an output time)."""
+        """(dt for this attempt, whether it lands on an output time or a breakpoint)."""
         target = self.next_output(t)
         remaining = target - t
         if remaining <= self.dt * (1 + 1e-6):
@@ -58,12 +74,50 @@ class StepController:
             return remaining / 2, False
         return self.dt, False
 
-    def accepted(self, newton_iterations: int, dt_used: float, landed: bool) -> None:
-        # A step shortened to land on an output time does not shrink the running dt.
-        base = self.dt if landed else dt_used
-        if newton_iterations <= self.easy_iterations:
-            base *= self.growth
-        self.dt = min(self.dt_max, max(self.dt_min, base))
+    def accepted(
+        self,
+        newton_iterations: int,
+        dt_used: float,
+        landed: bool,
+        error: float | None = None,
+        interface_change: float | None = None,
+    ) -> None:
+        """Set the next dt after an accepted step.
+
+        With an error estimate (``error``, same units as ``error_tolerance``) the step
+        follows the accuracy: dt * safety * sqrt(tol / error) (backward Euler's local error
+        grows as dt^2), between ``cut`` and ``growth`` times the step. Without one, dt grows
+        after easy solves. Either way a hard solve (more than ``easy_iterations``) does not
+        grow dt, and the interface-motion cap keeps max |delta eta| per step near
+        ``max_interface_change``: the front then moves at most about that fraction of
+        the interface width per step."""
+        hard = newton_iterations > self.easy_iterations
+        if error is not None and self.error_tolerance is not None:
+            ratio = self.safety * (self.error_tolerance / max(error, 1e-300)) ** 0.5
+            factor = min(1.0 if hard else self.growth, max(self.cut, ratio))
+            new = dt_used * factor
+            if landed and factor >= 1.0:
+                # A step shortened to land on an output time does not shrink the running dt.
+                new = max(new, self.dt)
+        else:
+            new = (self.dt if landed else dt_used) * (1.0 if hard else self.growth)
+        if interface_change is not None and self.max_interface_change is not None and interface_change > 0:
+            new = min(new, dt_used * self.max_interface_change / interface_change)
+        self.dt = min(self.dt_max, max(self.dt_min, new))
+
+    def too_inaccurate(self, error: float | None) -> bool:
+        """Whether a converged step's error estimate exceeds the tolerance (retry smaller)."""
+        return error is not None and self.error_tolerance is not None and error > self.error_tolerance
+
+    def rejected(self, dt_used: float, error: float) -> bool:
+        """Shrink dt after an inaccurate step; False if it would fall below dt_min."""
+        assert self.error_tolerance is not None
+        ratio = self.safety * (self.error_tolerance / error) ** 0.5
+        new = dt_used * min(0.9, max(0.2, ratio))
+        if new < self.dt_min * (1 - 1e-12):
+            return False
+        self.dt = new
+        return True
 
     def failed(self, dt_used: float) -> bool:
         """Cut dt after a failed attempt; False if it would fall below dt_min."""

@@ -1,0 +1,59 @@
+"""The electrode protocol during a run: which segment each step belongs to, applying it to
+the problem when it changes, the segment's columns of timeseries.csv, and the
+critical-current-density criteria (docs/protocols.md).
+
+Stateless between steps apart from what it writes into the run's state dict (which the
+checkpoints keep), so a restart picks up the segment and the voltage peak where it was.
+"""
+
+from __future__ import annotations
+
+from ..config.protocol import segment_ends, segment_index
+from ..problem import CoupledProblem
+
+
+class ElectrodeProtocol:
+    def __init__(self, problem: CoupledProblem):
+        self.problem = problem
+        self.segments = problem.segments
+        self.ends = segment_ends(self.segments)
+        protocol = problem.cfg.protocol
+        self.collapse_fraction = protocol.voltage_collapse if protocol is not None else None
+        self._applied: int | None = None
+
+    @property
+    def breakpoints(self) -> list[float]:
+        """Segment boundaries inside the run: the time steps land on them."""
+        return self.ends[:-1]
+
+    def apply(self, t: float) -> int:
+        """Put the segment of the step that starts at t into the problem; its index."""
+        k = segment_index(self.ends, t)
+        if k != self._applied:
+            # The first segment applied (at the start or a restart) fits the state already.
+            previous = self.segments[self._applied] if self._applied is not None else None
+            self.problem.set_electrode(self.segments[k], previous)
+            self._applied = k
+        return k
+
+    def columns(self, k: int) -> dict:
+        """The protocol's columns of timeseries.csv for a step of segment k."""
+        current = self.segments[k].signed_current_density
+        return {"segment": k, "applied_current_density_A_m2": float("nan") if current is None else current}
+
+    def critical_current_density(self, k: int) -> float | None:
+        """|i| of segment k (A/m^2) when the cell fails in it; None if potentiostatic."""
+        current = self.segments[k].signed_current_density
+        return None if current is None else abs(current)
+
+    def voltage_collapsed(self, k: int, voltage: float, state: dict) -> bool:
+        """Whether |V| fell below voltage_collapse times its peak in this galvanostatic
+        segment (peak tracked in ``state``). The peak, not the first value, is the
+        reference: the first step after a current change need not be the largest |V|."""
+        segment = self.segments[k]
+        if self.collapse_fraction is None or segment.mode != "galvanostatic" or segment.current_density == 0:
+            return False
+        if state.get("voltage_peak_segment") != k:
+            state["voltage_peak_segment"], state["voltage_peak_V"] = k, 0.0
+        state["voltage_peak_V"] = max(state["voltage_peak_V"], abs(voltage))
+        return abs(voltage) < self.collapse_fraction * state["voltage_peak_V"]

@@ -1,0 +1,124 @@
+"""Checkpoints at output times (``output.checkpoint_at_output_times``, on by default).
+
+The periodic checkpoints default to every 100 steps or 30 minutes, so a short run killed
+hard (SIGKILL, an out-of-memory kill, a node failure) before either left nothing to
+restart from. These tests use the periodic defaults and a 0.4 x 0.2 um bicrystal without
+mechanics, fixed dt = 1 us, outputs at 2, 4 and 6 us.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from support import child_environment
+
+from mpi4py import MPI
+
+from nzsp_fem.config import parse_config
+from nzsp_fem.io.run_record import RunRecord
+from nzsp_fem.run import run_single
+
+COMM = MPI.COMM_WORLD
+US = 1e-6
+
+
+def config(cache: Path, **output) -> dict:
+    return {
+        "name": "outputs",
+        "domain": {"size": ["0.4 um", "0.2 um"]},
+        "microstructure": {"grains": 2, "seeds": [["0.1 um", "0.1 um"], ["0.3 um", "0.1 um"]]},
+        "mesh": {"size_grain": "40 nm", "size_gb": "25 nm", "size_nucleus": "30 nm", "cache_dir": str(cache)},
+        "nuclei": {"positions": [[0, "0.1 um"]], "radius": "40 nm"},
+        "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
+        "mechanics": {"enabled": False},
+        "time": {"t_end": "6 us", "dt_initial": "1 us", "dt_max": "1 us", "n_outputs": 3},
+        # the periodic defaults, written out: neither is due in 6 steps
+        "output": {"checkpoint_every_steps": 100, "checkpoint_every_minutes": 30, "figures": False, "verbosity": 0}
+        | output,
+    }
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    path = str(tmp_path_factory.mktemp("meshes")) if COMM.rank == 0 else None
+    return Path(COMM.bcast(path, root=0))
+
+
+def checkpoint_steps(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = RunRecord.checkpoint
+
+    def spy(record, run_state):
+        calls.append(run_state["steps"])
+        return real(record, run_state)
+
+    monkeypatch.setattr(RunRecord, "checkpoint", spy)
+    return calls
+
+
+@pytest.mark.parametrize("switch, expected", [(True, [2, 4, 6]), (False, [6])])
+def test_checkpoint_at_each_output_time(switch, expected, tmp_workdir, cache, monkeypatch):
+    """On: one checkpoint at each output time (steps 2 and 4) and the final one (step 6,
+    the last output time, written once). Off: the final one only. Catches the switch
+    ignored either way and the last output time checkpointed twice."""
+    calls = checkpoint_steps(monkeypatch)
+    cfg = parse_config(config(cache, checkpoint_at_output_times=switch))
+    summary = run_single(cfg, tmp_workdir / "run", COMM)
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    assert calls == expected
+
+
+#: A run whose process kills itself with SIGKILL when it starts the step after t = 5 us:
+#: like a batch system's hard kill, nothing after that point runs (no final checkpoint).
+KILLED_CHILD = """
+import os, signal, sys
+from nzsp_fem import cli
+from nzsp_fem.solver.coupled import CoupledSolver
+
+real = CoupledSolver.try_step
+
+def try_step(self, t, dt):
+    if t > 4.5e-6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, t, dt)
+
+CoupledSolver.try_step = try_step
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.serial
+def test_hard_kill_before_periodic_checkpoint_restarts_from_last_output(tmp_workdir, cache):
+    """Killed at step 6 of a run whose periodic checkpoints are never due: the checkpoint
+    of the last output time (4 us, step 4) is there, and --restart resumes from it and
+    completes with each step once in timeseries.csv (the killed run's 5 us row is
+    recomputed, not kept twice). Without checkpoints at output times --restart finds
+    nothing."""
+    path = tmp_workdir / "run.yaml"
+    path.write_text(yaml.safe_dump(config(cache)))
+    outdir = tmp_workdir / "out"
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, *args], cwd=tmp_workdir, env=child_environment(), capture_output=True, text=True, timeout=300
+    )
+    killed = run("-c", KILLED_CHILD, str(path), "-o", str(outdir))
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert not (outdir / "summary.json").exists()
+    latest = (outdir / "checkpoints" / "latest").read_text().strip()
+    assert latest == "checkpoint-4"
+    meta = json.loads((outdir / "checkpoints" / latest / "metadata.json").read_text())["metadata"]
+    assert meta["run"]["t"] == pytest.approx(4 * US, rel=1e-12)
+
+    restarted = run("-m", "nzsp_fem", str(path), "-o", str(outdir), "--restart")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    summary = json.loads((outdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["restarts"] == 1
+    assert "restarted from checkpoint-4: t=4.000000e-06 s" in (outdir / "run.log").read_text()
+    with open(outdir / "timeseries.csv", newline="") as f:
+        times = [float(row["t"]) for row in csv.DictReader(f)]
+    assert times == pytest.approx([k * US for k in range(1, 7)], rel=1e-9)
