@@ -109,7 +109,9 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     # An empty cell is a value that does not apply to that row (no error estimate yet).
-    values = np.array([[float(v or "nan") for v in r] for r in rows[1:]], dtype=float).reshape(len(rows) - 1, len(rows[0]))
+    values = np.array([[float(v or "nan") for v in r] for r in rows[1:]], dtype=float).reshape(
+        len(rows) - 1, len(rows[0])
+    )
     return rows[0], values
 
 

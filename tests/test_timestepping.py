@@ -244,7 +244,8 @@ def test_hard_solve_does_not_grow_even_when_accurate():
 
 def test_inaccurate_step_is_rejected_and_shrunk():
     """Catches a step accepted above the tolerance, or a retry that does not shrink by the
-    estimate: error 4 tol -> retry at 0.9 * sqrt(1/4) = 0.45 dt; 1.01 tol -> 0.9/sqrt(1.01) dt; at the lower limit 0.2 dt; refused below dt_min."""
+    estimate: error 4 tol -> retry at 0.9 * sqrt(1/4) = 0.45 dt; 1.01 tol -> 0.9/sqrt(1.01) dt;
+    at the lower limit 0.2 dt; refused below dt_min."""
     ctl = accurate()
     assert not ctl.too_inaccurate(0.01) and ctl.too_inaccurate(0.0101)
     assert not ctl.too_inaccurate(None)
