@@ -30,7 +30,7 @@ import platform
 import time
 from pathlib import Path
 
-from .cases import DT, REPO, SCRATCH, STEPS, plan, shown_path
+from .cases import CONFIG_CASES, DT, REPO, SCRATCH, STEPS, config_plan, plan, shown_path
 from .measure import run_subprocess, worker
 from .report import write_reports
 
@@ -127,6 +127,8 @@ def drive(args) -> int:
         f"{len(cases)} cases, {args.steps} steps of {args.dt:g} s each; machine {info['cpu']}, "
         f"load {info['loadavg'][0]:.1f}; scratch {shown_path(scratch)}/"
     )
+    configs = [c for c in (args.configs or "").split(",") if c]
+    cases += config_plan(configs, scratch)
     results = []
     for case in cases:
         results.append(run_subprocess(case, args.timeout, log, scratch))
@@ -153,6 +155,12 @@ def main(argv=None) -> int:
     p.add_argument("--iterative-factors", help="comma-separated refinement factors for the iterative preset")
     p.add_argument("--from-json", help="only rewrite the reports from a saved all*.json (in the scratch directory)")
     p.add_argument("--no-variants", action="store_true", help="skip the candidate-fix variants (full run)")
+    p.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated repository configs to measure as they are (paper, demo3d; default: both in a "
+        "full run, none with --quick)",
+    )
     p.add_argument("--timeout", type=float, default=1800, help="per-case time limit in s (default 1800)")
     p.add_argument("--output-dir", help="where performance.md/.csv go (default docs/, --quick: <scratch dir>/quick)")
     p.add_argument(
@@ -161,6 +169,8 @@ def main(argv=None) -> int:
         "(default $NZSP_BENCH_DIR or results/bench/, gitignored)",
     )
     args = p.parse_args(argv)
+    if args.configs is None:
+        args.configs = "" if args.quick else ",".join(CONFIG_CASES)
     if args.case:
         if not args.out:
             p.error("--case needs --out")

@@ -101,9 +101,40 @@ def shown_path(path) -> str:
         return str(path)
 
 
+# Whole configurations of the repository, measured as they are (their own mesh), per preset
+# and rank count, for a few fixed steps from the start: the cost of one Newton iteration
+# against the Poisson baseline on the same mesh, at the paper case's and the 3D demo's size.
+CONFIG_CASES = {"paper": "configs/paper/microstructure.yaml", "demo3d": "configs/demo3d.yaml"}
+CONFIG_STEPS = 3
+CONFIG_DT = 2e-6  # s: inside the reaction ramp, where every config converges from t = 0
+
+
+def config_plan(names, scratch: Path | str | None = None) -> list[dict]:
+    """Both presets on 1 and 2 ranks for each named config of CONFIG_CASES."""
+    scratch = Path(scratch) if scratch is not None else SCRATCH
+    cases = []
+    for name in names:
+        if name not in CONFIG_CASES:
+            raise ValueError(f"unknown config case {name!r}; known: {', '.join(CONFIG_CASES)}")
+        for preset in ("direct", "iterative"):
+            for ranks in (1, 2):
+                c = _case(preset, 0.0, ranks, CONFIG_STEPS, CONFIG_DT, config=name, return_map=False)
+                c["id"] = f"{name}-{preset}-np{ranks}"
+                c["mesh_cache"] = str(scratch / "meshes")
+                cases.append(c)
+    return cases
+
+
 def case_config(case: dict):
     """The Config of a case: BASE_CASE with mesh sizes / h_factor and the solver preset; a
-    candidate-fix variant is its preset with the variant's PETSc options on top."""
+    candidate-fix variant is its preset with the variant's PETSc options on top; a config
+    case is that repository config with the preset."""
+    if case.get("config"):
+        from nzsp_fem.config import load_config, with_value
+
+        cfg = load_config(REPO / CONFIG_CASES[case["config"]])
+        cfg = with_value(cfg, "mesh.cache_dir", str(case.get("mesh_cache", SCRATCH / "meshes")))
+        return with_value(cfg, "solver.preset", case["preset"])
     data = json.loads(json.dumps(BASE_CASE))
     f = float(case["h_factor"])
     data["mesh"] = {k: v / f for k, v in BASE_MESH_M.items()}

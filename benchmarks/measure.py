@@ -445,6 +445,7 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     result = {
         "id": case.get("id", f"{case['preset']}-h{case['h_factor']}-np{comm.size}"),
         "variant": variant,
+        "config": case.get("config"),
         "preset": case["preset"],
         "ranks": comm.size,
         "h_factor": float(case["h_factor"]),

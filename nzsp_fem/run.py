@@ -106,7 +106,10 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 status, reason = "interrupted", "max_steps reached"
                 break
             dt, landed = controller.propose(t)
+            segment_before = protocol.current_segment
             segment = protocol.apply(t)
+            if segment_before is not None and segment != segment_before:
+                solver.forget_history()
             report = solver.try_step(t, dt)
             if not report.converged:
                 state["failed_attempts"] += 1

@@ -45,6 +45,8 @@ README_TIMESERIES = [
     "dt",
     "newton_iterations",
     "linear_iterations",
+    "error_estimate",
+    "interface_change",
     "segment",
     "applied_current_density_A_m2",
     "metal_fraction",
@@ -242,6 +244,9 @@ def test_timeseries_columns_and_values(completed):
     data = dict(zip(header, rows.T))
     # no protocol: one potentiostatic segment, which applies no current
     assert np.all(data["segment"] == 0) and np.all(np.isnan(data.pop("applied_current_density_A_m2")))
+    # empty where no estimate applies (no earlier step to extrapolate from); its own tests
+    estimate = data.pop("error_estimate")
+    assert np.all(estimate[np.isfinite(estimate)] >= 0)
     assert all(np.all(np.isfinite(v)) for v in data.values())
     np.testing.assert_allclose(data["cell_voltage_V"], -0.45, rtol=1e-12)
     newton = data["newton_iterations"]

@@ -138,6 +138,9 @@ def display_mesh(grid, z: float | None, surface: bool):
         else:
             b = disp.bounds
             zc = 0.5 * (b[4] + b[5]) if z is None else z * scale
+            # a cut exactly on a face (a nucleus on the bottom face) can come out empty
+            inset = 1e-6 * (b[5] - b[4])
+            zc = min(max(zc, b[4] + inset), b[5] - inset)
             disp = disp.slice(normal="z", origin=(0.5 * (b[0] + b[1]), 0.5 * (b[2] + b[3]), zc))
     return disp, tdim
 
@@ -346,10 +349,12 @@ def draw_map(
         k = max(lx / (_FRAME["w"] * w_px), ly / (_FRAME["h"] * h_px))  # um per pixel
         xc, yc = 0.5 * (b[0] + b[1]), 0.5 * (b[2] + b[3])
         fy = _FRAME["y0"] + 0.5 * _FRAME["h"]  # where the domain centre sits, as a viewport fraction
-        focal = (xc, yc - (fy - 0.5) * h_px * k, 0.0)
+        # in the slice's plane: a scale bar at z = 0 would fall outside the clipping range
+        zs = b[4] if np.isfinite(b[4]) else 0.0
+        focal = (xc, yc - (fy - 0.5) * h_px * k, zs)
         cam.SetParallelProjection(True)
         cam.SetFocalPoint(*focal)
-        cam.SetPosition(focal[0], focal[1], 1.0 + max(lx, ly) * 10)
+        cam.SetPosition(focal[0], focal[1], zs + 1.0 + max(lx, ly) * 10)
         cam.SetViewUp(0, 1, 0)
         cam.SetParallelScale(0.5 * h_px * k)
         ren.ResetCameraClippingRange()
@@ -359,12 +364,12 @@ def draw_map(
             x_left = xc - 0.5 * w_px * k + _FRAME["x0"] * w_px * k
             x0 = max(b[0], x_left)
             y_bar = focal[1] - (0.5 - _FRAME["bar_y"]) * h_px * k
-            bar = pv.Line((x0, y_bar, 0.0), (x0 + length, y_bar, 0.0))
+            bar = pv.Line((x0, y_bar, zs), (x0 + length, y_bar, zs))
             p.add_mesh(bar, color="black", line_width=max(3, int(round(4 * layout.scale))), lighting=False)
             draw_text(
                 ren,
                 _fmt_length(length),
-                (x0 + length + 0.015 * w_px * k, y_bar, 0.0),
+                (x0 + length + 0.015 * w_px * k, y_bar, zs),
                 layout.font(17),
                 world=True,
                 h="left",

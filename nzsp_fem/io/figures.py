@@ -43,6 +43,7 @@ from .drawing import (
     nice_length,
     panel_size,
 )
+from .figures3d import slice_title
 from .gather import gather_cell_field, gather_grid
 from .offscreen import ensure_offscreen
 
@@ -79,7 +80,8 @@ def plot_fields(
     (default: the grid whose figure is nearest 4:3 for the domain's aspect ratio,
     :func:`drawing.grid_shape`), filled row by row.
 
-    3D grids show the slice at height ``z`` (mesh units, default mid-height) or, with
+    3D grids show the slice at height ``z`` (mesh units, default mid-height; the title
+    names it; figures3d.nuclei_plane_z cuts through the nuclei) or, with
     ``surface=True``, the outer surface in an isometric view. ``contour`` names a field
     whose 0.5 iso-line is drawn in red on every panel (e.g. ``"eta"``).
 
@@ -91,7 +93,9 @@ def plot_fields(
     panels = [p if isinstance(p, Panel) else Panel(*p) for p in panels]
     if not panels:
         raise ValueError("plot_fields: no panels")
-    disp, _ = display_mesh(grid, z, surface)
+    disp, tdim = display_mesh(grid, z, surface)
+    if tdim == 3 and not surface:
+        title = slice_title(title, disp)
     panel_w, panel_h = panel_size(disp, width) if not surface else (width, int(0.8 * width))
     header = 1 if title else 0
     if columns is None:
@@ -132,7 +136,9 @@ def plot_initial_state(
     tagged meshes) are drawn dark grey. Returns like :func:`plot_fields`."""
     if grid is None:
         return None
-    disp, _ = display_mesh(grid, z, False)
+    disp, tdim = display_mesh(grid, z, False)
+    if tdim == 3:
+        title = slice_title(title, disp)
     has = lambda f: f is not None and (f in disp.point_data or f in disp.cell_data)  # noqa: E731
     for f in (beta, eta):
         if not has(f):

@@ -68,7 +68,9 @@ def plot_voltage(timeseries: Path, path: Path, title: str | None = None, events:
     shown = time_weighted_range(voltage, data["dt"])
     millivolts = shown is not None and max(abs(shown[0]), abs(shown[1])) < 0.1
     v_scale = 1e3 if millivolts else 1.0
-    ax_v.plot(data["t"] / scale, voltage * v_scale, color="C0", lw=1.4, marker=".", ms=3)
+    # Backward Euler's value holds over the step that ends at t: a jump at a segment
+    # boundary is drawn as a jump, not a ramp across the step.
+    ax_v.plot(data["t"] / scale, voltage * v_scale, color="C0", lw=1.4, marker=".", ms=3, drawstyle="steps-pre")
     ax_v.axhline(0.0, color="0.6", lw=0.6)
     ax_v.set_ylabel("cell voltage (mV)" if millivolts else "cell voltage (V)")
     if shown is not None and (np.nanmin(voltage) < shown[0] or np.nanmax(voltage) > shown[1]):

@@ -14,6 +14,7 @@ from ..config import Config
 from ..problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator
 from . import checkpoint as ckpt
 from .figures import plot_fields, plot_initial_state
+from .figures3d import nuclei_plane_z, plot_view_3d
 from .output_fields import OutputFields, field_panels, gather_state
 from .probes import ProbeSeries
 from .protocol_figures import plot_voltage
@@ -97,16 +98,14 @@ class RunRecord:
         if not self.cfg.output.figures:
             return
         grid = gather_state(self.fields)
+        z = nuclei_plane_z(self.problem.poly.nuclei)  # 3D: the maps cut through the nuclei
+        title = f"{self.cfg.name}, " + ("initial state" if initial else f"t = {t:.4g} s")
         if initial:
-            plot_initial_state(grid, self.figures_dir / name)
+            plot_initial_state(grid, self.figures_dir / name, z=z)
         else:
-            plot_fields(
-                grid,
-                field_panels([grid]),
-                self.figures_dir / name,
-                title=f"{self.cfg.name}, t = {t:.4g} s",
-                contour="eta",
-            )
+            plot_fields(grid, field_panels([grid]), self.figures_dir / name, title=title, contour="eta", z=z)
+        if self.problem.dim == 3 and name in ("initial_state.png", "final_state.png"):
+            plot_view_3d(grid, self.figures_dir / name.replace(".png", "_3d.png"), title=title)
 
     def step(self, t: float, dt: float, report, diag: Diagnostics, **columns) -> None:
         """One row of timeseries.csv; ``columns``: the protocol's (segment, applied current)."""

@@ -34,16 +34,28 @@ class CoupledSolver:
         if cfg.solver.bounds:
             self._bounds = variable_bounds(pb)
             self.snes.set_bounds(*self._bounds)
-        # Time-stepping history (restored on restart by the caller) and the fields whose
-        # local error sets the step: the phase field and the Na+ concentration (c/c0 or
-        # ln c: both O(1)), where the physics moves; the potentials and u follow them.
+        # Time-stepping history (restored on restart by the caller) and the owned dofs of
+        # the fields whose local error sets the step: the phase field and the Na+
+        # concentration (c/c0 or ln c: both O(1)), where the physics moves; the potentials
+        # and u follow them.
         self.dt_previous: float | None = None
         self._skip_history = 0
         self.use_predictor = True
         self._predicted = fem.Function(pb.W)
-        self._accuracy_fields = [name for name in ("eta", "c") if name in pb.subspaces]
         n_owned = pb.W.dofmap.index_map.size_local * pb.W.dofmap.index_map_bs
-        self._owned = {name: np.asarray(dofs)[np.asarray(dofs) < n_owned] for name, (_, dofs) in pb.subspaces.items()}
+        owned = {}
+        for name in ("eta", "c"):
+            if name in pb.subspaces:
+                dofs = np.asarray(pb.subspaces[name][1])
+                owned[name] = dofs[dofs < n_owned]
+        self._owned = owned
+        if "c" in owned:
+            # The weighting pairs eta and c node by node: both P1, collapsed in the same order.
+            V_eta, V_c = pb.subspaces["eta"][0], pb.subspaces["c"][0]
+            same = np.array_equal(V_eta.tabulate_dof_coordinates(), V_c.tabulate_dof_coordinates())
+            same = same and owned["eta"].size == owned["c"].size
+            if not pb.comm.allreduce(same, op=MPI.LAND):
+                raise RuntimeError("eta and c dofs are not node-aligned: the error estimate cannot pair them")
 
     def initialize(self) -> None:
         """eta from the nuclei, uniform initial values, then phi and u consistent with eta.
@@ -108,9 +120,9 @@ class CoupledSolver:
         if not report.converged:
             pb.rollback()
             return report
-        report.interface_change = self._max_change(pb.w, pb.w_old, ("eta",))
+        report.interface_change = self._max_change(pb.w, pb.w_old)
         if predicted is not None:
-            distance = self._max_change(pb.w, predicted, self._accuracy_fields)
+            distance = self._max_change(pb.w, predicted, with_concentration=True)
             report.error_estimate = distance * dt / (2 * dt + self.dt_previous)
         return report
 
@@ -121,6 +133,11 @@ class CoupledSolver:
         # a trend: extrapolating it made the second step's Newton start 1e4x further off.
         self.dt_previous = None if self._skip_history else dt
         self._skip_history = max(0, self._skip_history - 1)
+
+    def forget_history(self) -> None:
+        """The electrode control just changed: the last steps are no trend for the next two."""
+        self.dt_previous = None
+        self._skip_history = 1
 
     def _predict(self, dt: float) -> fem.Function | None:
         """Set w to the extrapolated guess for t + dt and return it, or None (no history)."""
@@ -133,13 +150,17 @@ class CoupledSolver:
         pb.w.x.array[:] = guess.x.array
         return guess
 
-    def _max_change(self, a: fem.Function, b: fem.Function, names) -> float:
-        """Largest |a - b| over the owned dofs of the named fields (collective)."""
-        local = 0.0
-        for name in names:
-            dofs = self._owned[name]
-            if dofs.size:
-                local = max(local, float(np.max(np.abs(a.x.array[dofs] - b.x.array[dofs]))))
+    def _max_change(self, a: fem.Function, b: fem.Function, with_concentration: bool = False) -> float:
+        """Largest |a - b| of eta over the owned nodes and, with_concentration, of c (or
+        ln c) weighted by the electrolyte fraction 1 - eta of a (collective). c inside the
+        metal is read by nothing (the rate is supply-limited by the electrolyte's c), and
+        unweighted its transients there set steps 10x shorter than the interface needs."""
+        eta = self._owned["eta"]
+        local = float(np.max(np.abs(a.x.array[eta] - b.x.array[eta]), initial=0.0))
+        if with_concentration and "c" in self._owned:
+            c = self._owned["c"]
+            electrolyte = np.clip(1.0 - a.x.array[eta], 0.0, 1.0)
+            local = max(local, float(np.max(electrolyte * np.abs(a.x.array[c] - b.x.array[c]), initial=0.0)))
         return self.problem.comm.allreduce(local, op=MPI.MAX)
 
     def destroy(self) -> None:

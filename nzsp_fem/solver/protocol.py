@@ -26,6 +26,11 @@ class ElectrodeProtocol:
         """Segment boundaries inside the run: the time steps land on them."""
         return self.ends[:-1]
 
+    @property
+    def current_segment(self) -> int | None:
+        """The segment last put into the problem (None before the first)."""
+        return self._applied
+
     def apply(self, t: float) -> int:
         """Put the segment of the step that starts at t into the problem; its index."""
         k = segment_index(self.ends, t)

@@ -1,0 +1,193 @@
+"""Figures of 3D runs (pyvista, off-screen): where the slice maps cut the box, and a
+perspective view of the metal (eta = 0.5 iso-surface) inside the GB network.
+
+A map of one face, or of a slice that misses the nuclei, shows nothing of a dendrite that
+grows inside the box; the slice maps (figures.plot_fields with ``z``) therefore cut through
+the nuclei (:func:`nuclei_plane_z`), and :func:`plot_view_3d` shows the metal in 3D.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .drawing import MICROMETRE, draw_text
+from .offscreen import ensure_offscreen
+
+METAL_COLOUR = (0.72, 0.72, 0.76)  # sodium is a silvery metal
+GB_COLOUR = (0.12, 0.47, 0.71)
+ELECTRODE_COLOUR = (0.85, 0.65, 0.13)
+
+
+def nuclei_plane_z(nuclei, tol: float = 1e-9) -> float | None:
+    """The height (mesh units) of the horizontal slice through the nuclei centres: the z
+    shared by most nuclei, ties going to the one nearest the nuclei's mean z (so a single
+    plane of nuclei is cut exactly, and scattered nuclei at least through a central one).
+    None for 2D nuclei or no nuclei (the maps then keep their default plane)."""
+    pts = np.asarray(nuclei if nuclei is not None else [], dtype=float)
+    if pts.ndim != 2 or pts.shape[0] == 0 or pts.shape[1] != 3:
+        return None
+    zs = pts[:, 2]
+    scale = max(float(np.ptp(zs)), float(np.abs(zs).max()), 1e-300)
+    counts = np.array([(np.abs(zs - z) <= tol * scale).sum() for z in zs])
+    candidates = zs[counts == counts.max()]
+    return float(candidates[np.argmin(np.abs(candidates - zs.mean()))])
+
+
+def slice_title(title: str | None, disp) -> str:
+    """``title`` naming the height of the slice ``disp`` (in micrometres) that it heads."""
+    b = disp.bounds
+    label = f"slice z = {0.5 * (b[4] + b[5]):.3g} µm" if disp.n_points else "empty slice"
+    return f"{title}; {label}" if title else label
+
+
+def _micrometres(grid):
+    """A copy of ``grid`` with coordinates in micrometres (see drawing.display_mesh)."""
+    per_unit = float(grid.field_data["metres_per_unit"][0]) if "metres_per_unit" in grid.field_data else 1.0
+    disp = grid.copy()
+    disp.points = np.asarray(grid.points) * (per_unit / MICROMETRE)
+    return disp
+
+
+def iso_surface(mesh, field: str, level: float = 0.5):
+    """The ``field = level`` iso-surface, or None if the field never crosses ``level``.
+
+    Cell fields (beta of tagged GBs) are averaged to the points first: a contour needs
+    nodal values."""
+    if field in mesh.point_data:
+        src = mesh
+    elif field in mesh.cell_data:
+        src = mesh.cell_data_to_point_data()
+    else:
+        return None
+    v = np.asarray(src.point_data[field], dtype=float)
+    if v.ndim != 1 or not (np.nanmin(v) < level < np.nanmax(v)):
+        return None
+    surf = src.contour([level], scalars=field, compute_normals=True)
+    return surf if surf.n_points else None
+
+
+def plot_view_3d(
+    grid,
+    path,
+    *,
+    eta: str = "eta",
+    beta: str | None = "beta",
+    title: str | None = None,
+    width: int = 1200,
+    electrode: bool = True,
+) -> dict | None:
+    """Perspective view of a 3D grid: the metal (``eta`` = 0.5 iso-surface, opaque silver),
+    the GB network (``beta`` = 0.5 iso-surface, translucent blue), the box outline with its
+    electrode face (x = min, faint gold) and axes in micrometres.
+
+    The camera looks from the front (-y), right and above, so the electrode is on the left
+    and growth runs left to right. Returns ``{"path", "metal", "gb"}`` (whether each surface
+    was drawn), or ``None`` when ``grid`` is ``None`` (ranks other than the gathering one).
+    """
+    if grid is None:
+        return None
+    import pyvista as pv
+
+    if eta not in grid.point_data and eta not in grid.cell_data:
+        raise KeyError(f"plot_view_3d: the grid has no field '{eta}'")
+    disp = _micrometres(grid)
+    b = disp.bounds
+    ensure_offscreen()
+    height = int(0.8 * width)
+    scale = width / 1200.0
+    theme = pv.themes.DocumentTheme()
+    theme.background = "white"
+    theme.font.color = "black"
+    p = pv.Plotter(off_screen=True, window_size=(width, height), theme=theme)
+
+    metal = iso_surface(disp, eta)
+    gbs = iso_surface(disp, beta) if beta else None
+    if metal is not None:
+        p.add_mesh(metal, color=METAL_COLOUR, smooth_shading=True, specular=0.4, specular_power=20.0)
+    if gbs is not None:
+        p.add_mesh(gbs, color=GB_COLOUR, opacity=0.25, smooth_shading=True)
+    if electrode:
+        face = pv.Rectangle([(b[0], b[2], b[4]), (b[0], b[3], b[4]), (b[0], b[3], b[5])])
+        p.add_mesh(face, color=ELECTRODE_COLOUR, opacity=0.18, lighting=False)
+    p.add_mesh(disp.outline(), color="black", line_width=max(1.0, 1.5 * scale), lighting=False)
+
+    size = max(b[1] - b[0], b[3] - b[2], b[5] - b[4])
+    centre = np.array([0.5 * (b[0] + b[1]), 0.5 * (b[2] + b[3]), 0.5 * (b[4] + b[5])])
+    direction = np.array([0.55, -1.35, 0.8])
+    direction /= np.linalg.norm(direction)
+    p.camera.focal_point = tuple(centre)
+    p.camera.position = tuple(centre + 3.2 * size * direction)
+    p.camera.up = (0.0, 0.0, 1.0)
+    p.camera.view_angle = 30.0
+    p.reset_camera()
+    p.camera.zoom(1.05)
+
+    ren = p.renderer
+    font = lambda base: int(round(base * scale))  # noqa: E731
+    _axes(p, b, font, line_width=max(1.0, 1.5 * scale))
+    if title:
+        draw_text(ren, title, (0.5, 0.96), font(20), v="top")
+    lines = [
+        ("Na metal, η = 0.5" if metal is not None else "no metal (η < 0.5 everywhere)", METAL_COLOUR),
+        ("grain boundaries, β = 0.5", GB_COLOUR) if gbs is not None else None,
+        (f"electrode, x = {b[0]:g} µm", ELECTRODE_COLOUR) if electrode else None,
+    ]
+    y = 0.9 if title else 0.95  # top left, where the box leaves room
+    for text, colour in [ln for ln in lines if ln]:
+        # the square in the surface's colour, the words in black
+        square = draw_text(ren, "■", (0.03, y), font(18), h="left", v="top")
+        square.GetTextProperty().SetColor(*_darker(colour))
+        draw_text(ren, text, (0.055, y), font(16), h="left", v="top")
+        y -= 0.045
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    p.screenshot(str(path))
+    p.close()
+    return {"path": path, "metal": metal is not None, "gb": gbs is not None}
+
+
+def _darker(colour, factor: float = 0.85) -> tuple[float, float, float]:
+    """Flat legend squares look lighter than the shaded surfaces they stand for."""
+    return tuple(factor * c for c in colour)
+
+
+def _axis_ticks(lo: float, hi: float) -> np.ndarray:
+    from matplotlib import ticker
+
+    t = np.asarray(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi))
+    eps = 1e-9 * max(abs(lo), abs(hi), 1e-300)
+    t = t[(t >= lo - eps) & (t <= hi + eps)]
+    t[np.abs(t) < eps] = 0.0
+    return t
+
+
+def _axes(p, b, font, line_width: float) -> None:
+    """Ticks, tick labels and titles (µm) on the three box edges nearest the viewer of
+    :func:`plot_view_3d`'s camera: x along the front bottom edge, y along the right bottom
+    edge, z up the front left edge. Drawn by hand: VTK's cube axes put their 2D labels on
+    the axis lines, and their 3D text lacks the µ glyph or scales badly."""
+    import pyvista as pv
+
+    ren = p.renderer
+    size = max(b[1] - b[0], b[3] - b[2], b[5] - b[4])
+    tick, gap = 0.02 * size, 0.045 * size
+    segments = []
+    for x in _axis_ticks(b[0], b[1]):
+        segments.append(((x, b[2], b[4]), (x, b[2] - tick, b[4])))
+        draw_text(ren, f"{x:g}", (x, b[2] - gap, b[4] - 0.5 * gap), font(14), world=True, v="top")
+    for y in _axis_ticks(b[2], b[3]):
+        segments.append(((b[1], y, b[4]), (b[1] + tick, y, b[4])))
+        draw_text(ren, f"{y:g}", (b[1] + gap, y, b[4]), font(14), world=True, h="left")
+    for z in _axis_ticks(b[4], b[5]):
+        segments.append(((b[0], b[2], z), (b[0] - tick, b[2], z)))
+        draw_text(ren, f"{z:g}", (b[0] - gap, b[2], z), font(14), world=True, h="right")
+    xm, ym, zm = 0.5 * (b[0] + b[1]), 0.5 * (b[2] + b[3]), 0.5 * (b[4] + b[5])
+    draw_text(ren, "x (µm)", (xm, b[2] - 3.2 * gap, b[4] - 1.6 * gap), font(17), world=True, v="top")
+    draw_text(ren, "y (µm)", (b[1] + 3.2 * gap, ym, b[4]), font(17), world=True, h="left")
+    draw_text(ren, "z (µm)", (b[0] - 3.5 * gap, b[2], zm), font(17), world=True, h="center", angle=90.0)
+    ticks = pv.merge([pv.Line(a, c) for a, c in segments]) if segments else None
+    if ticks is not None:
+        p.add_mesh(ticks, color="black", line_width=line_width, lighting=False)

@@ -1,0 +1,116 @@
+"""3D figures (io/figures3d.py with io/figures.plot_fields): the slice maps cut through the
+nuclei, and the perspective view shows the metal (eta = 0.5 iso-surface) inside the box.
+
+On a synthetic grid (tetrahedra of a 0.3 um cube): a tanh sphere of metal centred below
+mid-height, so the default mid-height slice misses it, and a planar GB (beta) beside it.
+Catches: a slice that is not through the nuclei (the eta map would show no metal; the
+same check on a slice at the box's face or mid-height must fail), a 3D view without the
+metal (compared with the same view of a grid without metal), a nuclei plane chosen wrongly.
+Pure pyvista, no MPI: serial.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nzsp_fem.io.figures import Panel, plot_fields
+from nzsp_fem.io.figures3d import nuclei_plane_z, plot_view_3d
+
+pytestmark = pytest.mark.serial
+
+L = 0.3  # box edge (um, the mesh unit)
+NUCLEUS, RADIUS, WIDTH = np.array([0.12, 0.15, 0.07]), 0.05, 0.008
+GB_X, GB_HALF = 0.21, 0.015
+
+
+def cube_grid(metal: bool = True):
+    """A tetrahedral grid of the cube, as gather_grid makes them (mesh in um)."""
+    import pyvista as pv
+
+    n = 25
+    img = pv.ImageData(dimensions=(n, n, n), spacing=(L / (n - 1),) * 3)
+    grid = img.triangulate().cast_to_unstructured_grid()
+    x = np.asarray(grid.points)
+    r = np.linalg.norm(x - NUCLEUS, axis=1)
+    eta = 0.5 * (1.0 - np.tanh((r - RADIUS) / WIDTH)) if metal else np.zeros(len(x))
+    grid.point_data["eta"] = eta
+    grid.point_data["beta"] = 0.5 * (1.0 - np.tanh((np.abs(x[:, 0] - GB_X) - GB_HALF) / 0.004))
+    grid.field_data["metres_per_unit"] = np.array([1e-6])
+    grid.field_data["topological_dimension"] = np.array([3])
+    return grid
+
+
+def pixels(path) -> np.ndarray:
+    """(rows, columns, 3) RGB of a PNG, with a check that it is one."""
+    import pyvista as pv
+
+    assert path.exists() and path.stat().st_size > 1000
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    img = pv.read(str(path))
+    nx, ny, _ = img.dimensions
+    rgb = np.asarray(img.point_data[img.point_data.keys()[0]])[:, :3].astype(float)
+    return rgb.reshape(ny, nx, 3)
+
+
+def viridis_ends(rgb: np.ndarray) -> tuple[float, float]:
+    """Fractions of pixels in viridis' top (yellow, eta ~ 1) and bottom (dark purple,
+    eta ~ 0) colours. The red eta = 0.5 line, black text and scale bar match neither."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    yellow = (r > 180) & (g > 180) & (b < 120)
+    purple = (r < 110) & (g < 60) & (b > 50) & (b < 140)
+    return float(yellow.mean()), float(purple.mean())
+
+
+def eta_map(grid, path, z):
+    """The eta slice panel as the run's final_state.png draws it; its map (the left part,
+    without the colour bar, which shows both colours whatever the slice)."""
+    out = plot_fields(grid, [Panel("eta", "η (-)", "viridis")], path, title="final", contour="eta", z=z)
+    rgb = pixels(out["path"])
+    ny, nx, _ = rgb.shape
+    assert 700 < nx < 1400 and 850 < ny < 1100  # one map (a square domain) and its bar
+    return rgb[:, : int(0.55 * nx)]
+
+
+def grey_fraction(rgb: np.ndarray) -> float:
+    """Fraction of pixels in the central half of the picture in the metal's shaded grey."""
+    ny, nx, _ = rgb.shape
+    c = rgb[ny // 4 : 3 * ny // 4, nx // 4 : 3 * nx // 4]
+    spread = c.max(axis=2) - c.min(axis=2)
+    return float(((spread < 15) & (c.mean(axis=2) > 50) & (c.mean(axis=2) < 235)).mean())
+
+
+def test_nuclei_plane_z():
+    assert nuclei_plane_z([[0.1, 0.15, 0.07], [0.2, 0.1, 0.07], [0.05, 0.05, 0.25]]) == 0.07  # most nuclei
+    assert nuclei_plane_z([[0, 0, 0.1], [0, 0, 0.25], [0, 0, 0.3]]) == 0.25  # nearest the mean
+    assert nuclei_plane_z(np.array([[0.0, 0.1, 0.05]])) == 0.05
+    assert nuclei_plane_z([[0.0, 0.1]]) is None  # 2D: the map is the domain itself
+    assert nuclei_plane_z(np.zeros((0, 3))) is None
+    assert nuclei_plane_z(None) is None
+
+
+def test_slice_through_the_nucleus(tmp_path):
+    grid = cube_grid()
+    z = nuclei_plane_z([NUCLEUS])
+    yellow, purple = viridis_ends(eta_map(grid, tmp_path / "final_state.png", z))
+    assert yellow > 0.01 and purple > 0.1, (yellow, purple)
+    # the check sees the slice: at the bottom face and at mid-height (0.08 um above the
+    # centre, beyond the 0.05 um radius) there is no metal to see
+    for name, z_off in (("face", 0.0), ("mid", None)):
+        yellow, purple = viridis_ends(eta_map(grid, tmp_path / f"{name}.png", z_off))
+        assert yellow < 1e-4 and purple > 0.1, (name, yellow, purple)
+
+
+def test_view_3d_shows_the_metal(tmp_path):
+    out = plot_view_3d(cube_grid(), tmp_path / "final_state_3d.png", title="final", width=800)
+    assert out["metal"] and out["gb"]
+    rgb = pixels(out["path"])
+    assert rgb.shape == (640, 800, 3)
+    assert np.all(rgb[[0, 0, -1, -1], [0, -1, 0, -1]] > 250), "background is not white"
+    none = plot_view_3d(cube_grid(metal=False), tmp_path / "no_metal_3d.png", title="none", width=800)
+    assert not none["metal"] and none["gb"]
+    with_metal, without = grey_fraction(rgb), grey_fraction(pixels(none["path"]))
+    # the sphere covers some 3 % of the centre; lines and text in grey far less
+    assert with_metal > 0.01 and with_metal > 5 * without, (with_metal, without)
+    assert plot_view_3d(None, tmp_path / "x.png") is None
