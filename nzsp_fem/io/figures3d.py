@@ -16,7 +16,7 @@ from .drawing import MICROMETRE, draw_text
 from .offscreen import ensure_offscreen
 
 METAL_COLOUR = (0.72, 0.72, 0.76)  # sodium is a silvery metal
-GB_COLOUR = (0.12, 0.47, 0.71)
+GB_COLOUR = (0.1, 0.42, 0.85)
 ELECTRODE_COLOUR = (0.85, 0.65, 0.13)
 
 
@@ -38,7 +38,8 @@ def nuclei_plane_z(nuclei, tol: float = 1e-9) -> float | None:
 def slice_title(title: str | None, disp) -> str:
     """``title`` naming the height of the slice ``disp`` (in micrometres) that it heads."""
     b = disp.bounds
-    label = f"slice z = {0.5 * (b[4] + b[5]):.3g} µm" if disp.n_points else "empty slice"
+    # rounded: a cut at a face is moved inside by a hair (drawing.display_mesh)
+    label = f"slice z = {round(0.5 * (b[4] + b[5]), 5):.3g} µm" if disp.n_points else "empty slice"
     return f"{title}; {label}" if title else label
 
 
@@ -107,7 +108,7 @@ def plot_view_3d(
     if metal is not None:
         p.add_mesh(metal, color=METAL_COLOUR, smooth_shading=True, specular=0.4, specular_power=20.0)
     if gbs is not None:
-        p.add_mesh(gbs, color=GB_COLOUR, opacity=0.25, smooth_shading=True)
+        p.add_mesh(gbs, color=GB_COLOUR, opacity=0.3, smooth_shading=True, ambient=0.3, diffuse=0.7)
     if electrode:
         face = pv.Rectangle([(b[0], b[2], b[4]), (b[0], b[3], b[4]), (b[0], b[3], b[5])])
         p.add_mesh(face, color=ELECTRODE_COLOUR, opacity=0.18, lighting=False)
@@ -122,7 +123,7 @@ def plot_view_3d(
     p.camera.up = (0.0, 0.0, 1.0)
     p.camera.view_angle = 30.0
     p.reset_camera()
-    p.camera.zoom(1.05)
+    p.camera.zoom(0.92)  # room for the tick labels and axis titles outside the box
 
     ren = p.renderer
     font = lambda base: int(round(base * scale))  # noqa: E731
