@@ -19,8 +19,22 @@ _DIRECT = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": 
 
 
 # Block preconditioners of the iterative preset, by the field table's name for them.
+# BoomerAMG with the settings hypre recommends beyond 2D Laplacians (HMIS coarsening,
+# extended+i interpolation, at most 4 entries per interpolation row, strength 0.5):
+# measured on the linear solve of the paper case (50.8k DOFs) 0.25 -> 0.19 s at equal
+# iterations (7), on the 3D demo (104k DOFs, 2 ranks) 6.1 -> 1.4 s; in 3D also aggressive
+# coarsening of the finest level (agg_nl 1): 0.7 s (15 iterations instead of 10).
+_AMG = {
+    "ksp_type": "preonly",
+    "pc_type": "hypre",
+    "pc_hypre_type": "boomeramg",
+    "pc_hypre_boomeramg_coarsen_type": "HMIS",
+    "pc_hypre_boomeramg_interp_type": "ext+i",
+    "pc_hypre_boomeramg_P_max": 4,
+    "pc_hypre_boomeramg_strong_threshold": 0.5,
+}
 _BLOCK = {
-    "amg": {"ksp_type": "preonly", "pc_type": "hypre", "pc_hypre_type": "boomeramg"},
+    "amg": _AMG,
     "ilu": {"ksp_type": "preonly", "pc_type": "bjacobi", "sub_pc_type": "ilu"},
     "jacobi": {"ksp_type": "preonly", "pc_type": "jacobi"},
 }
@@ -69,7 +83,10 @@ def solver_options(cfg: Config, table=(), problem_dofs: int | None = None) -> di
             }
         )
         for f in table:
-            opts.update({f"fieldsplit_{f.name}_{k}": v for k, v in _BLOCK[f.block_preconditioner].items()})
+            block = dict(_BLOCK[f.block_preconditioner])
+            if f.block_preconditioner == "amg" and cfg.domain.dim == 3:
+                block["pc_hypre_boomeramg_agg_nl"] = 1
+            opts.update({f"fieldsplit_{f.name}_{k}": v for k, v in block.items()})
     opts.update(s.petsc_options)
     return opts
 
