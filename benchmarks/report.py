@@ -678,9 +678,14 @@ def write_reports(
         fenicsx_performance_tests(),
     )
     configs = [r for r in results if r.get("config")]
-    if configs:
-        with open(md_path, "a") as f:
+    with open(md_path, "a") as f:
+        if configs:
             f.write(config_section(configs))
+        # Whole runs and before/after numbers that a benchmark run does not produce (each
+        # says how it was measured) are kept in the source tree and carried into the report.
+        notes = Path(__file__).with_name("performance_notes.md")
+        if notes.exists():
+            f.write("\n" + notes.read_text())
     return md_path, csv_path
 
 
