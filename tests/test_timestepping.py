@@ -225,10 +225,10 @@ def accurate(**kw) -> StepController:
 
 def test_error_estimate_sets_the_next_step():
     """Catches an exponent other than 1/2 (backward Euler's local error ~ dt^2), a missing
-    safety factor, or growth/shrink limits not applied: error = tol/4 asks for 1.8x and gets
-    the growth limit 1.5x; error = tol gives 0.9x; error = 2 tol gives 0.9/sqrt(2) = 0.636x;
-    error = 100 tol would give 0.09x and gets the cut limit 0.5x."""
-    for error, factor in [(0.0025, 1.5), (0.01, 0.9), (0.02, 0.9 / 2**0.5), (1.0, 0.5)]:
+    safety factor (0.8), or growth/shrink limits not applied: error = tol/4 asks for 1.6x and
+    gets the growth limit 1.5x; error = tol gives 0.8x; error = 2 tol gives 0.8/sqrt(2) =
+    0.566x; error = 100 tol would give 0.08x and gets the cut limit 0.5x."""
+    for error, factor in [(0.0025, 1.5), (0.01, 0.8), (0.02, 0.8 / 2**0.5), (1.0, 0.5)]:
         ctl = accurate()
         ctl.accepted(2, 0.1, False, error=error)
         assert ctl.dt == pytest.approx(0.1 * factor, rel=1e-12), error
@@ -244,13 +244,13 @@ def test_hard_solve_does_not_grow_even_when_accurate():
 
 def test_inaccurate_step_is_rejected_and_shrunk():
     """Catches a step accepted above the tolerance, or a retry that does not shrink by the
-    estimate: error 4 tol -> retry at 0.9 * sqrt(1/4) = 0.45 dt; 1.01 tol -> 0.9/sqrt(1.01) dt;
+    estimate: error 4 tol -> retry at 0.8 * sqrt(1/4) = 0.4 dt; 1.01 tol -> 0.8/sqrt(1.01) dt;
     at the lower limit 0.2 dt; refused below dt_min."""
     ctl = accurate()
     assert not ctl.too_inaccurate(0.01) and ctl.too_inaccurate(0.0101)
     assert not ctl.too_inaccurate(None)
-    assert ctl.rejected(0.1, 0.04) and ctl.dt == pytest.approx(0.045, rel=1e-12)
-    assert ctl.rejected(0.1, 0.0101) and ctl.dt == pytest.approx(0.09 * (1 / 1.01) ** 0.5, rel=1e-12)
+    assert ctl.rejected(0.1, 0.04) and ctl.dt == pytest.approx(0.04, rel=1e-12)
+    assert ctl.rejected(0.1, 0.0101) and ctl.dt == pytest.approx(0.08 * (1 / 1.01) ** 0.5, rel=1e-12)
     assert ctl.rejected(0.1, 100.0) and ctl.dt == pytest.approx(0.02, rel=1e-12)
     assert not accurate(dt_min=0.05).rejected(0.1, 100.0)
     assert not StepController(t_end=1.0, dt=0.1, dt_min=1e-3, dt_max=1.0).too_inaccurate(1e9)
@@ -276,3 +276,17 @@ def test_accurate_landing_step_keeps_the_running_dt():
     assert landed and dt == pytest.approx(0.05)
     ctl.accepted(2, dt, landed, error=1e-6)
     assert ctl.dt == pytest.approx(0.3, rel=1e-12)
+
+
+def test_no_growth_right_after_a_retry():
+    """Catches growth on the step after a rejected or failed attempt (the retry's size was a
+    guess; growing again invites the next rejection): a tiny error right after a retry keeps
+    dt, the step after that grows again."""
+    for retry in ("rejected", "failed"):
+        ctl = accurate()
+        assert ctl.rejected(0.1, 0.04) if retry == "rejected" else ctl.failed(0.1)
+        dt = ctl.dt
+        ctl.accepted(2, dt, False, error=1e-8)
+        assert ctl.dt == pytest.approx(dt, rel=1e-12), retry
+        ctl.accepted(2, dt, False, error=1e-8)
+        assert ctl.dt == pytest.approx(1.5 * dt, rel=1e-12), retry
