@@ -290,3 +290,14 @@ def test_no_growth_right_after_a_retry():
         assert ctl.dt == pytest.approx(dt, rel=1e-12), retry
         ctl.accepted(2, dt, False, error=1e-8)
         assert ctl.dt == pytest.approx(1.5 * dt, rel=1e-12), retry
+
+
+def test_pi_control_after_the_first_estimate():
+    """Catches the PI exponents swapped or the previous error ignored: after a first step
+    with error tol/4 (plain rule, capped at 1.5x), a step with error tol gives
+    0.8 * 1^0.35 * (1/4)^0.2 = 0.606x, not the plain rule's 0.8x."""
+    ctl = accurate()
+    ctl.accepted(2, 0.1, False, error=0.0025)
+    assert ctl.dt == pytest.approx(0.15, rel=1e-12)
+    ctl.accepted(2, 0.15, False, error=0.01)
+    assert ctl.dt == pytest.approx(0.15 * 0.8 * 0.25**0.2, rel=1e-12)
