@@ -94,7 +94,7 @@ def shown_path(path) -> str:
 # and rank count, for a few fixed steps from the start: the cost of one Newton iteration
 # against the Poisson baseline on the same mesh, at the paper case's and the 3D demo's size.
 CONFIG_CASES = {"paper": "configs/paper/microstructure.yaml", "demo3d": "configs/demo3d.yaml"}
-CONFIG_STEPS = 3
+CONFIG_STEPS = 2
 CONFIG_DT = 2e-6  # s: inside the reaction ramp, where every config converges from t = 0
 
 
