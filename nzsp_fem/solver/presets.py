@@ -24,7 +24,7 @@ _DIRECT = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": 
 # measured on the linear solve of the paper case (50.8k DOFs) 0.25 -> 0.19 s at equal
 # iterations (7), on the 3D demo (104k DOFs, 2 ranks) 6.1 -> 1.4 s; in 3D also aggressive
 # coarsening of the finest level (agg_nl 1): 0.7 s (15 iterations instead of 10).
-_AMG = {
+_AMG: dict[str, object] = {
     "ksp_type": "preonly",
     "pc_type": "hypre",
     "pc_hypre_type": "boomeramg",
@@ -33,7 +33,7 @@ _AMG = {
     "pc_hypre_boomeramg_P_max": 4,
     "pc_hypre_boomeramg_strong_threshold": 0.5,
 }
-_BLOCK = {
+_BLOCK: dict[str, dict[str, object]] = {
     "amg": _AMG,
     "ilu": {"ksp_type": "preonly", "pc_type": "bjacobi", "sub_pc_type": "ilu"},
     "jacobi": {"ksp_type": "preonly", "pc_type": "jacobi"},
@@ -55,7 +55,7 @@ def solver_options(cfg: Config, table=(), problem_dofs: int | None = None) -> di
     """PETSc options of the chosen preset for a problem with these fields (table) and
     unknowns, then the user's petsc_options on top."""
     s = cfg.solver
-    opts = {
+    opts: dict[str, object] = {
         "snes_type": "vinewtonrsls" if s.bounds else "newtonls",
         "snes_linesearch_type": "bt",
         "snes_rtol": s.rtol,
