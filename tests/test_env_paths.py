@@ -80,11 +80,11 @@ def test_paths_already_visible_or_not_paths_are_not_bound(tmp_path):
 
 
 def test_relative_path_above_the_working_directory_is_bound(tmp_path):
-    """``nzsp-fem ../shared/run.yaml`` from a sibling directory."""
-    (tmp_path / "shared").mkdir()
+    """``nzsp-fem ../inputs/run.yaml`` from a sibling directory."""
+    (tmp_path / "inputs").mkdir()
     (tmp_path / "work").mkdir()
-    (tmp_path / "shared" / "run.yaml").write_text("{}\n")
-    assert shown_binds("nzsp-fem", "../shared/run.yaml", cwd=tmp_path / "work") == [str(tmp_path / "shared")]
+    (tmp_path / "inputs" / "run.yaml").write_text("{}\n")
+    assert shown_binds("nzsp-fem", "../inputs/run.yaml", cwd=tmp_path / "work") == [str(tmp_path / "inputs")]
 
 
 def test_invisible_base_file_says_what_to_do(tmp_path, monkeypatch):
