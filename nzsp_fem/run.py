@@ -77,20 +77,29 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
     protocol = ElectrodeProtocol(problem)
     controller = StepController.from_config(cfg.time, breakpoints=protocol.breakpoints)
     state = {"t": 0.0, "steps": 0, "newton_total": 0, "short_circuit_time": None, "restarts": 0}
-    state.update(failed_attempts=0, dt_previous=None)
+    state.update(failed_attempts=0)
     state.update(critical_current_density_A_m2=None, voltage_collapse_time_s=None)
     resumed = record.resume(problem, restart)
     if resumed is not None:
         state.update(resumed)
         state["restarts"] += 1
         controller.dt = resumed["controller_dt"]
+        controller.last_error = resumed.get("controller_last_error")
+        controller.after_retry = resumed.get("controller_after_retry", False)
         solver.dt_previous = resumed.get("dt_previous")
     else:
         solver.initialize()
     record.open(problem, diagnostics, state["t"] if resumed is not None else None, state["restarts"])
 
     def save_checkpoint():
-        record.checkpoint(dict(state, controller_dt=controller.dt))
+        # The step rule's and the predictor's history, read where they live.
+        history = dict(
+            controller_dt=controller.dt,
+            controller_last_error=controller.last_error,
+            controller_after_retry=controller.after_retry,
+            dt_previous=solver.dt_previous,
+        )
+        record.checkpoint(dict(state, **history))
 
     if resumed is None:
         record.write_fields(0.0)
@@ -141,7 +150,6 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                     break
                 continue
             solver.accept(dt)
-            state["dt_previous"] = dt
             t += dt
             state["t"] = t
             state["steps"] += 1

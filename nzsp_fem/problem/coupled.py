@@ -360,12 +360,10 @@ class CoupledProblem:
 
     def _move_potentials(self, scale: float = 1.0, shift_electronic: float = 0.0) -> None:
         """Scale the potentials and shift phi_e in the current and the earlier states
-        (w_old, and w_prev when the time stepper keeps one for its predictor): no potential
+        (w_old, and w_prev, which the time stepper's predictor reads): no potential
         enters a time derivative, and a retry after a failed attempt starts from w_old."""
         names = [n for n in ("phi", "phi_e") if n in self.subspaces]
-        for state in (self.w, self.w_old, getattr(self, "w_prev", None)):
-            if state is None:
-                continue
+        for state in (self.w, self.w_old, self.w_prev):
             for name in names:
                 dofs = self.subspaces[name][1]
                 state.x.array[dofs] *= scale

@@ -40,7 +40,6 @@ class CoupledSolver:
         # and u follow them.
         self.dt_previous: float | None = None
         self._skip_history = 0
-        self.use_predictor = True
         self._predicted = fem.Function(pb.W)
         n_owned = pb.W.dofmap.index_map.size_local * pb.W.dofmap.index_map_bs
         owned = {}
@@ -142,7 +141,7 @@ class CoupledSolver:
     def _predict(self, dt: float) -> fem.Function | None:
         """Set w to the extrapolated guess for t + dt and return it, or None (no history)."""
         pb = self.problem
-        if not self.dt_previous or not self.use_predictor:
+        if not self.dt_previous:
             return None
         ratio = dt / self.dt_previous
         guess = self._predicted
