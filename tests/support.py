@@ -61,3 +61,28 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str) -> Non
     assert len(lines) == 1 and lines[0].startswith("nzsp-fem: error: "), r.stderr
     for text in expected:
         assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+
+
+class FixedSteps:
+    """Stepping a coupled problem with fixed steps, for tests: subclasses set ``pb``
+    (CoupledProblem), ``solver`` (CoupledSolver) and ``t``. Each step commits the problem
+    directly, so the solver keeps no history and Newton starts from the last state."""
+
+    def set_state(self, **values) -> None:
+        """Set fields (scaled values) in the state and commit: the old state too."""
+        for name, v in values.items():
+            self.pb.set_sub(name, v)
+        self.pb.commit()
+
+    def step(self, dt: float):
+        report = self.solver.try_step(self.t, dt)
+        assert report.converged, f"t = {self.t:.3e} s, dt = {dt:.1e} s: {report.reason_name}"
+        self.pb.commit()
+        self.t += dt
+        return report
+
+    def owned(self, name: str):
+        """(coordinates in m, physical values) at the owned nodes of a scalar field."""
+        V = self.pb.subspaces[name][0]
+        n = V.dofmap.index_map.size_local
+        return V.tabulate_dof_coordinates()[:n] * self.pb.scaling.length, self.pb.physical_values(name)[:n]

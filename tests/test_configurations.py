@@ -43,7 +43,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.optimize import brentq
 from scipy.special import erfc
-from support import gmax, gmin, merge, rprint
+from support import FixedSteps, gmax, gmin, merge, rprint
 
 from mpi4py import MPI
 
@@ -54,7 +54,6 @@ from nzsp_fem.mesh import build_polycrystal, spec_from_config
 from nzsp_fem.physics.parameters import FARADAY
 from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
 from nzsp_fem.solver import CoupledSolver
-from nzsp_fem.solver.snes import SolveReport
 
 COMM = MPI.COMM_WORLD
 MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
@@ -119,7 +118,7 @@ def polycrystal(spec):
     return build_polycrystal(spec, COMM, cache_dir=MESH_CACHE)
 
 
-class Sim:
+class Sim(FixedSteps):
     """Problem, solver and diagnostics, initialised as a run would be."""
 
     def __init__(self, cfg: Config):
@@ -139,24 +138,6 @@ class Sim:
 
     def lumped_sodium(self) -> float:
         return COMM.allreduce(fem.assemble_scalar(self._lumped_na), op=MPI.SUM)
-
-    def set_state(self, **values) -> None:
-        for name, v in values.items():
-            self.pb.set_sub(name, v)
-        self.pb.commit()
-
-    def step(self, dt: float) -> SolveReport:
-        report = self.solver.try_step(self.t, dt)
-        assert report.converged, f"t = {self.t:.3e} s, dt = {dt:.1e} s: {report.reason_name}"
-        self.pb.commit()
-        self.t += dt
-        return report
-
-    def owned(self, name: str):
-        """(coordinates in m, physical values) at the owned nodes of a scalar field."""
-        V = self.pb.subspaces[name][0]
-        n = V.dofmap.index_map.size_local
-        return V.tabulate_dof_coordinates()[:n] * self.pb.scaling.length, self.pb.physical_values(name)[:n]
 
     def owned_state(self) -> np.ndarray:
         imap = self.pb.W.dofmap.index_map

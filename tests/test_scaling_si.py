@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 from scipy.special import erfc
-from support import gmax, gmin, merge, rprint
+from support import FixedSteps, gmax, gmin, merge, rprint
 
 from mpi4py import MPI
 
@@ -79,7 +79,7 @@ STRIP = {
 }
 
 
-class Strip:
+class Strip(FixedSteps):
     """Problem, solver and diagnostics on the strip, initialised as a run would be."""
 
     def __init__(self, over: dict):
@@ -90,26 +90,6 @@ class Strip:
         self.evaluator = DiagnosticsEvaluator(self.pb)
         self.solver.initialize()
         self.t = 0.0
-
-    def set_state(self, **values) -> None:
-        """Set fields (scaled values) in the state and commit: the old state too."""
-        for name, v in values.items():
-            self.pb.set_sub(name, v)
-        self.pb.commit()
-
-    def step(self, dt: float):
-        report = self.solver.try_step(self.t, dt)
-        assert report.converged, f"t = {self.t:.3e} s, dt = {dt:.1e} s: {report.reason_name}"
-        self.pb.commit()
-        self.t += dt
-        return report
-
-    def owned(self, name: str):
-        """(x in m, physical values) at the owned nodes of a scalar field."""
-        V = self.pb.subspaces[name][0]
-        n = V.dofmap.index_map.size_local
-        x = V.tabulate_dof_coordinates()[:n] * self.pb.scaling.length
-        return x, self.pb.physical_values(name)[:n]
 
 
 @functools.lru_cache(maxsize=None)
