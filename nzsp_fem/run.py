@@ -79,6 +79,10 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
     state = {"t": 0.0, "steps": 0, "newton_total": 0, "short_circuit_time": None, "restarts": 0}
     state.update(failed_attempts=0)
     state.update(critical_current_density_A_m2=None, voltage_collapse_time_s=None)
+    # Charge through the electrode (C, or C/m in 2D), backward-Euler like the steps: each
+    # step passes its end-of-step current for dt.
+    state.update(charge_C=0.0)
+    target_charge = cfg.time.stop_at_charge
     resumed = record.resume(problem, restart)
     if resumed is not None:
         state.update(resumed)
@@ -115,6 +119,12 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 status, reason = "interrupted", "max_steps reached"
                 break
             dt, landed = controller.propose(t)
+            current = diag.electrode_current_A
+            if target_charge is not None and current > 0:
+                # Land on the target charge: exact while the current is steady (galvanostatic).
+                to_target = (target_charge - state["charge_C"]) / current
+                if to_target < dt:
+                    dt, landed = max(to_target, cfg.time.dt_min), True
             segment_before = protocol.current_segment
             segment = protocol.apply(t)
             if segment_before is not None and segment != segment_before:
@@ -156,6 +166,7 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             state["newton_total"] += report.newton_iterations
             controller.accepted(report.newton_iterations, dt, landed, report.error_estimate, report.interface_change)
             diag = diagnostics()
+            state["charge_C"] += diag.electrode_current_A * dt
             shorted = (
                 state["short_circuit_time"] is None
                 and diag.penetration_depth_m >= 0.5 * cfg.domain.size[0]
@@ -172,7 +183,7 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             if shorted:
                 state["short_circuit_time"] = t
                 log(f"short circuit: metal connects the electrodes at t={t:.6e} s", 0)
-            record.step(t, dt, report, diag, **protocol.columns(segment))
+            record.step(t, dt, report, diag, charge_passed_C=state["charge_C"], **protocol.columns(segment))
             elapsed = time.perf_counter() - record.wall0
             remaining = elapsed / t * (cfg.time.t_end - t) if t > 0 else math.inf
             log(
@@ -185,6 +196,10 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 record.write_fields(t)
                 if cfg.output.figures_at_output_times and not controller.finished(t):
                     record.figure(f"fields_t{t:.4e}.png", t)
+            if target_charge is not None and state["charge_C"] >= target_charge * (1 - _CHARGE_TOL):
+                reason = "charge reached"
+                log(f"charge reached: {state['charge_C']:.6g} {_charge_unit(problem.dim)} at t={t:.6e} s", 0)
+                break
             if shorted and cfg.time.stop_at_short_circuit:
                 reason = "short circuit"
                 break
@@ -210,6 +225,13 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 save_checkpoint()
                 last_checkpoint_wall = time.perf_counter()
 
+    if target_charge is not None and reason is None and status == "completed":
+        reason = "t_end reached before time.stop_at_charge"
+        log(
+            f"warning: t_end reached with {state['charge_C']:.4g} of {target_charge:.4g} "
+            f"{_charge_unit(problem.dim)} passed; raise time.t_end to reach the charge",
+            0,
+        )
     if reason is not None and not controller.is_output_time(state["t"]):
         record.write_fields(state["t"])  # stopped early: keep what was computed
     if status != "diverged":
@@ -217,6 +239,14 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
     summary = record.close(state, status, reason, diag)
     solver.destroy()
     return summary
+
+
+# A target charge counts as reached within this fraction (round-off of the landing step).
+_CHARGE_TOL = 1e-9
+
+
+def _charge_unit(dim: int) -> str:
+    return "C/m" if dim == 2 else "C"
 
 
 def _hms(seconds: float) -> str:

@@ -28,6 +28,7 @@ from .units import (
     Rate,
     Temperature,
     Time,
+    to_si,
 )
 
 
@@ -111,7 +112,12 @@ class Phase(Strict):
 
 class Materials(Strict):
     mixing: Literal["paper", "metal-first"] = "paper"
-    transport: Literal["independent", "nernst-einstein"] = "independent"
+    # "single-ion": D follows, pointwise, from the ionic conductivity the charge equation
+    # uses (Nernst-Einstein), so c = c0 solves Nernst-Planck in the electrolyte, as in a
+    # single-ion conductor; "nernst-einstein": each electrolyte phase's D from its own
+    # sigma, mixed by `mixing` (disagrees with sigma where metal fills a GB);
+    # "independent": the phases' own D (Table 1's D_SE is 178x below its sigma's value).
+    transport: Literal["single-ion", "nernst-einstein", "independent"] = "single-ion"
     nu: Dimensionless = Field(0.3, gt=-1, lt=0.5)
     metal: Phase = Field(
         default_factory=lambda: Phase(
@@ -133,8 +139,9 @@ class Materials(Strict):
             phase = getattr(self, name)
             if phase.yield_stress is None or phase.yield_stress <= 0:
                 raise ValueError(f"{name}.yield_stress: expected a positive pressure")
-            # Nernst-Einstein gives D of the electrolyte phases only; the metal always needs its own.
-            needs_d = self.transport == "independent" or name == "metal"
+            # Nernst-Einstein gives D of the electrolyte phases only (the metal needs its own);
+            # single-ion transport derives every D from the conductivities.
+            needs_d = self.transport == "independent" or (self.transport == "nernst-einstein" and name == "metal")
             if needs_d and (phase.diffusivity is None or phase.diffusivity <= 0):
                 raise ValueError(f"{name}.diffusivity: expected a positive diffusivity")
         for name in ("metal", "grain", "grain_boundary"):
@@ -221,6 +228,10 @@ class TimeStepping(Strict):
     max_steps: int = Field(10**7, ge=1)
     # A short-circuited cell is dead: stop there (status completed, short_circuit true).
     stop_at_short_circuit: bool = True
+    # Stop once this charge has passed the electrode (C/m in 2D, C in 3D; positive plates
+    # Na), so that cases compare at equal deposited Na; t_end stays the upper bound.
+    # Checked against the dimension by Config (the unit depends on domain.dim).
+    stop_at_charge: float | str | None = None
 
     @model_validator(mode="after")
     def _order(self):
@@ -334,6 +345,19 @@ class Config(Strict):
                 raise ValueError(f"output.probes[{i}].position: expected {d} coordinates")
             if any(x < 0 or x > L for x, L in zip(probe.position, self.domain.size)):
                 raise ValueError(f"output.probes[{i}].position: outside the domain")
+        charge = self.time.stop_at_charge
+        if isinstance(charge, str):
+            unit = "charge per length" if d == 2 else "charge"
+            try:
+                charge = to_si(charge, unit)
+            except ValueError as err:
+                raise ValueError(f"time.stop_at_charge: {err} ({'C/m in 2D' if d == 2 else 'C in 3D'})") from None
+            self.time.stop_at_charge = charge
+        if charge is not None and not charge > 0:
+            raise ValueError(
+                f"time.stop_at_charge: expected a positive charge (plated Na), got {charge:g} "
+                f"{'C/m' if d == 2 else 'C'}"
+            )
         m, ec = self.materials, self.electrochemistry
         leak = m.grain.electronic_conductivity or m.grain_boundary.electronic_conductivity
         if ec.potentials == "two" and not leak and self.solver.electronic_anchor <= 0:

@@ -23,6 +23,8 @@ DIMENSION_NAMES = {
     "rate": "1/s",
     "potential": "V",
     "current density": "A/m^2",
+    "charge": "C",
+    "charge per length": "C/m",
     "temperature": "K",
     "angle": "rad",
     "dimensionless": "",

@@ -31,6 +31,7 @@ TIMESERIES_COLUMNS = [
     "interface_change",
     "segment",
     "applied_current_density_A_m2",
+    "charge_passed_C",
 ] + Diagnostics.names("series")
 
 

@@ -35,10 +35,43 @@ def nernst_einstein_diffusivity(conductivity: float, cfg: Config) -> float:
     )
 
 
+def capped_metal_conductivity(cfg: Config, conductivity: float) -> float:
+    """A metal conductivity as the solver uses it (SI): capped at contrast_cap x the best
+    electrolyte's.
+
+    With Table 1's contrast of 1e8 the charge rows inside the metal are 1e8 times the
+    others, so Newton's line search only sees them and stagnates; at 1e4 the metal is
+    still equipotential to 1e-4 of the electrolyte's potential drop.
+    """
+    m, cap = cfg.materials, cfg.solver.metal_conductivity_contrast_cap
+    if cap is None:
+        return conductivity
+    return min(conductivity, cap * max(m.grain.conductivity, m.grain_boundary.conductivity))
+
+
+def ionic_conductivity(cfg: Config, phase: str) -> float:
+    """The conductivity of a phase in the charge equation of the ions (SI).
+
+    With two potentials the metal conducts no Na+, but a floor keeps phi_i defined there
+    (no reaction reads it, h'(eta) = 0); with the paper's single potential the metal's
+    (capped) conductivity carries the current."""
+    m = cfg.materials
+    if phase != "metal":
+        return getattr(m, phase).conductivity
+    if cfg.electrochemistry.potentials == "two":
+        return cfg.solver.metal_ionic_conductivity_floor * m.grain.conductivity
+    return capped_metal_conductivity(cfg, m.metal.conductivity)
+
+
 def diffusivity(cfg: Config, phase: str) -> float:
-    """D of 'metal', 'grain' or 'grain_boundary', after the transport option."""
+    """D of 'metal', 'grain' or 'grain_boundary', after the transport option.
+
+    Single-ion transport: Nernst-Einstein of the phase's conductivity in the charge equation
+    (the solver mixes D exactly as that conductivity, so this is each phase's pure value)."""
     m = cfg.materials
     ph = getattr(m, phase)
+    if m.transport == "single-ion":
+        return nernst_einstein_diffusivity(ionic_conductivity(cfg, phase), cfg)
     if m.transport == "nernst-einstein" and phase != "metal":
         return nernst_einstein_diffusivity(ph.conductivity, cfg)
     if ph.diffusivity is not None:

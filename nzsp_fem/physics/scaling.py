@@ -11,7 +11,17 @@ from dataclasses import dataclass
 
 from ..config import Config
 from .materials import PhaseValues
-from .parameters import FARADAY, GAS_CONSTANT, diffusivity, thermal_voltage, time_scale
+from .parameters import (
+    FARADAY,
+    GAS_CONSTANT,
+    PHASES,
+    capped_metal_conductivity,
+    diffusivity,
+    ionic_conductivity,
+    nernst_einstein_diffusivity,
+    thermal_voltage,
+    time_scale,
+)
 
 
 @dataclass
@@ -54,16 +64,8 @@ class Scaling:
         )
 
     def metal_conductivity(self) -> float:
-        """sigma_metal as the solver uses it (SI): capped at contrast_cap x the best electrolyte.
-
-        With Table 1's contrast of 1e8 the charge rows inside the metal are 1e8 times the
-        others, so Newton's line search only sees them and stagnates; at 1e4 the metal is
-        still equipotential to 1e-4 of the electrolyte's potential drop.
-        """
-        m, cap = self.cfg.materials, self.cfg.solver.metal_conductivity_contrast_cap
-        if cap is None:
-            return m.metal.conductivity
-        return min(m.metal.conductivity, cap * max(m.grain.conductivity, m.grain_boundary.conductivity))
+        """sigma_metal as the solver uses it (SI), capped (parameters.capped_metal_conductivity)."""
+        return capped_metal_conductivity(self.cfg, self.cfg.materials.metal.conductivity)
 
     def conductivities(self) -> PhaseValues:
         m = self.cfg.materials
@@ -75,27 +77,25 @@ class Scaling:
 
     def ionic_conductivities(self) -> PhaseValues:
         """Na+ conductivities of the two-potential model (scaled): none in the metal but a
-        floor that keeps phi_i defined there (no reaction reads it, h'(eta) = 0)."""
-        m = self.cfg.materials
-        floor = self.cfg.solver.metal_ionic_conductivity_floor * m.grain.conductivity
-        return PhaseValues(
-            floor / self.conductivity,
-            m.grain.conductivity / self.conductivity,
-            m.grain_boundary.conductivity / self.conductivity,
-        )
+        floor that keeps phi_i defined there (parameters.ionic_conductivity)."""
+        return PhaseValues(*(ionic_conductivity(self.cfg, phase) / self.conductivity for phase in PHASES))
 
     def electronic_conductivities(self) -> PhaseValues:
         """Electronic conductivities of the two-potential model (scaled); the metal's is
         capped like metal_conductivity (the same Newton merit-function argument)."""
-        m, cap = self.cfg.materials, self.cfg.solver.metal_conductivity_contrast_cap
-        metal = m.metal.electronic_conductivity
-        if cap is not None:
-            metal = min(metal, cap * max(m.grain.conductivity, m.grain_boundary.conductivity))
+        m = self.cfg.materials
         return PhaseValues(
-            metal / self.conductivity,
+            capped_metal_conductivity(self.cfg, m.metal.electronic_conductivity) / self.conductivity,
             m.grain.electronic_conductivity / self.conductivity,
             m.grain_boundary.electronic_conductivity / self.conductivity,
         )
+
+    def nernst_einstein_factor(self) -> float:
+        """D/sigma of Nernst-Einstein in scaled units: D t0/l0^2 = factor x sigma/sigma_SE.
+
+        Single-ion transport multiplies the charge equation's own mixed conductivity by
+        this, so the migration flux at c = 1 is exactly the ionic current over n F c0."""
+        return nernst_einstein_diffusivity(self.conductivity, self.cfg) * self.time / self.length**2
 
     def coupling(self) -> float:
         """W/(c_m R T): the phase-field energy density per mole of Na, in units of RT

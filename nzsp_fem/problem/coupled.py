@@ -200,14 +200,6 @@ class CoupledProblem:
             F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), dx)
         self.deposition_rate = rate
 
-        D = mix(sc.diffusivity(), eta, self.beta, cfg.materials.mixing)
-        grad_c = c * ufl.grad(raw.c) if self.log_c else ufl.grad(raw.c)
-        self.np_flux = forms.nernst_planck_flux(c, grad_c, ufl.grad(phi), D, cfg.phase_field.electrons)
-        site_ratio = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
-        F += forms.nernst_planck_residual(
-            c, old.c, self.dt, self.np_flux, tests.c, rate(tests.c), site_ratio, dx, storage_dx
-        )
-
         self.charge_source = sc.charge_source()
         if self.two_potentials:
             # Conductivities follow the metal-first rule whatever materials.mixing says: with
@@ -218,6 +210,20 @@ class CoupledProblem:
         else:
             self.sigma_el = mix(sc.conductivities(), eta, self.beta, cfg.materials.mixing)
             self.sigma_e = None
+
+        if cfg.materials.transport == "single-ion":
+            # D from the very conductivity the charge equation uses, so c = 1 solves
+            # Nernst-Planck exactly wherever it holds initially (docs/model.md, Transport).
+            D = sc.nernst_einstein_factor() * self.sigma_el
+        else:
+            D = mix(sc.diffusivity(), eta, self.beta, cfg.materials.mixing)
+        grad_c = c * ufl.grad(raw.c) if self.log_c else ufl.grad(raw.c)
+        self.np_flux = forms.nernst_planck_flux(c, grad_c, ufl.grad(phi), D, cfg.phase_field.electrons)
+        site_ratio = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
+        F += forms.nernst_planck_residual(
+            c, old.c, self.dt, self.np_flux, tests.c, rate(tests.c), site_ratio, dx, storage_dx
+        )
+
         self.charge_residuals = {
             "ionic": lambda v: forms.charge_residual(phi, self.sigma_el, v, rate(v), self.charge_source, dx)
         }
