@@ -215,22 +215,45 @@ def test_isolated_metal_change(scene):
     assert abs(other().isolated_metal_change) < 0.02
 
 
-def test_gb_phi_i_span(scene):
-    """phi = g (x - 0.7 um)^+ on open GB vertices, -1 V on metal, +2 V in grains: the span
-    over GB vertices with eta < 0.5 is g 0.3 um (in V: phi is stored scaled); counting
-    metal or grain vertices gives >= 1 V."""
-    pb, evaluator = scene
+def scene_phi(pb, g):
+    """phi (V) = g (x - 0.7 um)^+ on open GB-band vertices, -1 V on metal, +2 V in grains."""
     x = coords(pb, "phi")
-    g = 0.1  # V/um
     eta_at = np.maximum.reduce([layer(x), gb_finger(x), disc(x)])
     in_gb = (x[1] >= BAND[0] - 1e-9) & (x[1] <= BAND[1] + 1e-9)
-    phi = np.where(eta_at > 0.5, -1.0, np.where(in_gb, g * np.maximum(x[0] - 0.7, 0.0), 2.0))
+    return np.where(eta_at > 0.5, -1.0, np.where(in_gb, g * np.maximum(x[0] - 0.7, 0.0), 2.0))
+
+
+def test_gb_phi_i_span(scene):
+    """With scene_phi, the span over GB vertices with eta < 0.5 is g 0.3 um, in V (phi is
+    stored scaled); counting metal or grain vertices gives >= 1 V."""
+    pb, evaluator = scene
+    g = 0.1  # V/um
     old = pb.sub_values("phi").copy()
-    pb.set_sub("phi", phi / pb.scaling.potential)
+    pb.set_sub("phi", scene_phi(pb, g) / pb.scaling.potential)
     try:
         assert evaluator().gb_phi_i_span_V == pytest.approx(0.3 * g, rel=1e-9)
     finally:
         pb.set_sub("phi", old)
+
+
+def test_smooth_beta_gives_the_same_answers():
+    """beta as a P1 field (3D runs' "smooth" GBs): a tanh across the band, 0.5 on its edge
+    rows. GB cells (mean vertex beta > 0.5) are then the band's cells, GB vertices
+    (beta > 0.5) its inner rows: the scene's answers are unchanged, and the GB area share
+    is the integral of beta, 0.04 um x 1 um of 0.5 um^2."""
+    pb = make_problem(COMM)
+    set_eta(pb, lambda x: np.maximum.reduce([layer(x), gb_finger(x), disc(x)]))
+    beta = fem.Function(fem.functionspace(pb.mesh, ("Lagrange", 1)))
+    beta.interpolate(lambda x: 0.5 * (1 - np.tanh((np.abs(x[1] - AXIS) - 0.02) / 0.004)))
+    pb.beta = beta
+    pb.set_sub("phi", scene_phi(pb, 0.1) / pb.scaling.potential)
+    m = MorphologyEvaluator(pb)()
+    assert m.gb_area_share == pytest.approx(0.08, rel=1e-3)
+    assert m.connected_penetration_m == pytest.approx(TIP * UM, abs=0.2 * H * UM)
+    assert m.gb_penetration_m == pytest.approx(TIP * UM, abs=0.2 * H * UM)
+    assert m.planar_advance_m == pytest.approx(A * UM, abs=0.1 * H * UM)
+    assert m.gb_phi_i_span_V == pytest.approx(0.03, rel=1e-9)
+    assert m.branch_count == 1
 
 
 def cell_means(pb, values):

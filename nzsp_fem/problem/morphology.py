@@ -361,9 +361,9 @@ def measure_morphology(
     current = float(cell_current[band].max()) if band.any() else nan
 
     image = np.zeros(len(geo.pixel_cell), dtype=bool)
-    inside = geo.pixel_cell >= 0
-    values = (geo.pixel_bary[inside] * deposit[geo.cells[geo.pixel_cell[inside]]]).sum(axis=1)
-    image[inside] = values > METAL
+    active = np.flatnonzero(np.append(touched, False)[geo.pixel_cell])  # -1 (no cell): the False
+    values = (geo.pixel_bary[active] * deposit[geo.cells[geo.pixel_cell[active]]]).sum(axis=1)
+    image[active] = values > METAL
     beyond = geo.x0 + (planar if math.isfinite(planar) else 0.0) + BRANCH_MARGIN_WIDTHS * geo.width
     tips = count_branch_tips(image.reshape(geo.shape), float(geo.origin[0]), geo.pixel, beyond)
 
@@ -389,9 +389,9 @@ class MorphologyEvaluator:
     """:class:`Morphology` of a problem's current state (collective; the same on every rank).
 
     The constructor gathers the static data (P1 vertex coordinates, cells, beta) to rank 0
-    once; each call gathers eta, phi and the cells' |i| (owned values, in rank order: an
-    index map numbers owned entries contiguously by rank, so concatenation is the global
-    order) and broadcasts the result. eta0 is ``problem.initial_eta`` at the vertices (the
+    once; each call gathers eta, phi and the cells' |i| (owned values, put in place by
+    each rank's owned range of global indices; cells keep the constructor's rank order)
+    and broadcasts the result. eta0 is ``problem.initial_eta`` at the vertices (the
     state :meth:`CoupledSolver.initialize` sets), so the isolated metal at the start does
     not depend on when the evaluator is made (after a restart too); pass
     ``initial_isolated_metal`` (m^d) to override it.
@@ -426,17 +426,20 @@ class MorphologyEvaluator:
             b = fem.Function(V)
             b.interpolate(beta)
             beta_local = b.x.array[:n_owned]
-        gathered = comm.gather((coords, cells, beta_local), root=0)
+        gathered = comm.gather((imap.local_range, coords, cells, beta_local), root=0)
         self._current_average: CellAverage | None = None
         self.geometry: Geometry | None = None
         self.eta0: np.ndarray | None = None
+        self._ranges: list[slice] = []
         isolated = 0.0
         if comm.rank == 0:
-            points = np.concatenate([g[0] for g in gathered])
-            beta_all = np.concatenate([g[2] for g in gathered])
+            self._ranges = [slice(*g[0]) for g in gathered]
+            points = self._place([g[1] for g in gathered])
+            betas = [g[3] for g in gathered]
+            beta_all = np.concatenate(betas) if per_cell else self._place(betas)
             self.geometry = Geometry(
                 points * sc.length,
-                np.concatenate([g[1] for g in gathered]),
+                np.concatenate([g[2] for g in gathered]),
                 gb_width=pb.poly.spec.gb_width,
                 width=interface_width(pb.cfg),
                 beta_cell=beta_all if per_cell else None,
@@ -451,6 +454,13 @@ class MorphologyEvaluator:
         self.initial_isolated_metal = (
             comm.bcast(isolated, root=0) if initial_isolated_metal is None else float(initial_isolated_metal)
         )
+
+    def _place(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Per-rank arrays of owned vertex values, in global vertex order (rank 0)."""
+        out = np.empty((self._ranges[-1].stop,) + parts[0].shape[1:])
+        for where, part in zip(self._ranges, parts):
+            out[where] = part
+        return out
 
     def _default_current(self) -> fem.Function:
         """|i| = |sigma_el grad phi| (A/m^2) per cell, as the diagnostics' cell field."""
@@ -477,7 +487,8 @@ class MorphologyEvaluator:
         gathered = self.comm.gather((n, nc, local), root=0)
         result = None
         if self.comm.rank == 0:
-            parts = [(g[2][: g[0]], g[2][g[0] : 2 * g[0]], g[2][2 * g[0] :]) for g in gathered]
-            eta, phi, cell_current = (np.concatenate([p[i] for p in parts]) for i in range(3))
+            eta = self._place([g[2][: g[0]] for g in gathered])
+            phi = self._place([g[2][g[0] : 2 * g[0]] for g in gathered])
+            cell_current = np.concatenate([g[2][2 * g[0] :] for g in gathered])
             result = measure_morphology(self.geometry, eta, self.eta0, phi, cell_current, self.initial_isolated_metal)
         return self.comm.bcast(result, root=0)
