@@ -1,7 +1,8 @@
 """`nzsp-fem CONFIG.yaml`: validate, then run one simulation or a study.
 
 User errors (config, geometry, output directory) print one line and exit 2; a run that
-stops because the time step fell below dt_min exits 3.
+stops because the time step fell below dt_min exits 3; results that cannot be written
+(disk full, quota, read-only or removed output directory) print one line and exit 5.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import yaml
 from mpi4py import MPI
 
 from .config import ConfigError, load_config
-from .exit_codes import EXIT_USAGE, STATUS_EXIT
+from .exit_codes import EXIT_OUTPUT, EXIT_USAGE, STATUS_EXIT
 from .mesh import MeshError, spec_from_config, validate
 from .physics.parameters import derived_quantities
 
@@ -43,10 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
     if MPI.COMM_WORLD.rank == 0:
         print(f"nzsp-fem: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_USAGE
+    return code
 
 
 def _animate_parser() -> argparse.ArgumentParser:
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Deferred so that bad input is reported without waiting for DOLFINx to load (~1-2 s).
     from .io.rundir import OutputError
+    from .io.storage import StorageError, hard_exit, needs_hard_exit
     from .run import output_directory, run_single
     from .study import run_study
 
@@ -106,11 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         validate(spec_from_config(cfg))
         outdir = output_directory(cfg, args.output)
         if cfg.study is not None:
-            return run_study(cfg, outdir, overwrite=args.overwrite, restart=args.restart)
-        summary = run_single(cfg, outdir, MPI.COMM_WORLD, overwrite=args.overwrite, restart=args.restart)
-        return STATUS_EXIT[summary["status"]]
+            code = run_study(cfg, outdir, overwrite=args.overwrite, restart=args.restart)
+        else:
+            summary = run_single(cfg, outdir, MPI.COMM_WORLD, overwrite=args.overwrite, restart=args.restart)
+            code = STATUS_EXIT[summary["status"]]
     except (ConfigError, MeshError, OutputError) as err:
-        return _fail(str(err))
+        code = _fail(str(err))
+    except StorageError as err:
+        code = _fail(str(err), EXIT_OUTPUT)
+    if needs_hard_exit():
+        hard_exit(code)  # an ADIOS2 engine failed: its destructor would abort the process
+    return code
 
 
 def _check(cfg) -> int:

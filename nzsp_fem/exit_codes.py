@@ -4,6 +4,7 @@ EXIT_OK = 0  # completed (or stopped at a short circuit)
 EXIT_USAGE = 2  # bad input: config, geometry, output directory
 EXIT_DIVERGED = 3  # dt fell below time.dt_min; what was computed is kept
 EXIT_INTERRUPTED = 4  # SIGTERM/SIGINT or time.max_steps
+EXIT_OUTPUT = 5  # results could not be written (disk full, quota, read-only or removed directory); checkpoints kept
 
 STATUS_EXIT = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
 

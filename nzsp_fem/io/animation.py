@@ -24,7 +24,7 @@ from . import checkpoint  # noqa: F401  (selects adios2's MPI bindings before _r
 from .drawing import data_range, finish_clim
 from .figures import Panel, plot_fields
 
-__all__ = ["AnimationError", "read_frames", "write_animation", "animate_results"]
+__all__ = ["AnimationError", "read_frames", "write_animation", "animate_results", "unclosed_series"]
 
 ETA = "eta"
 CURRENT = "current_density_magnitude"
@@ -48,27 +48,52 @@ def _series(fields_dir: Path, group: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def writer_active(path: Path) -> bool:
+    """True if the BP4 series' writer never closed it (killed): the index header's
+    "writer active" byte (offset 38 of md.idx) is still set."""
+    try:
+        with open(path / "md.idx", "rb") as f:
+            header = f.read(64)
+    except OSError:
+        return False
+    return len(header) > 38 and header[38] != 0
+
+
+def unclosed_series(outdir) -> list[Path]:
+    """The run's VTX series whose writer was killed (read up to their last complete step)."""
+    fields = Path(outdir) / "fields"
+    return sorted(p for p in fields.glob("*.bp") if writer_active(p)) if fields.is_dir() else []
+
+
 def _read_steps(path: Path, names: list[str]) -> list[tuple[float, list[dict]]]:
     """Every step of one VTX file: (t, one dict per rank block with geometry, connectivity,
-    cell type and the requested arrays that the file has)."""
+    cell type and the requested arrays that the file has).
+
+    Random access, not a stream: a streaming reader of a series whose writer was killed
+    waits forever for the step that never comes; random access reads the steps that were
+    completed (their index entries are written last) and stops there."""
     import adios2
 
     steps = []
-    with adios2.Stream(str(path), "r") as stream:
-        for _ in stream:
-            k = stream.current_step()
-            t = float(np.asarray(stream.read("step")).ravel()[0])
-            present = [n for n in names if stream.inquire_variable(n) is not None]
-            cell_type = int(np.asarray(stream.read("types")).ravel()[0])
+    with adios2.FileReader(str(path)) as reader:
+        available = reader.available_variables()
+        if "step" not in available:
+            return []
+        count = int(available["step"]["AvailableStepsCount"])
+        present = [n for n in names if n in available]
+        for k in range(count):
+            at = [k, 1]
+            t = float(np.asarray(reader.read("step", step_selection=at)).ravel()[0])
+            cell_type = int(np.asarray(reader.read("types", step_selection=at)).ravel()[0])
             blocks = []
-            for b in range(len(stream.engine.blocks_info("geometry", k))):
+            for b in range(len(reader.engine.blocks_info("geometry", k))):
                 block = {
-                    "geometry": np.asarray(stream.read("geometry", block_id=b)),
-                    "connectivity": np.asarray(stream.read("connectivity", block_id=b)),
+                    "geometry": np.asarray(reader.read("geometry", block_id=b, step_selection=at)),
+                    "connectivity": np.asarray(reader.read("connectivity", block_id=b, step_selection=at)),
                     "type": cell_type,
                 }
                 for n in present:
-                    block[n] = np.asarray(stream.read(n, block_id=b)).ravel()
+                    block[n] = np.asarray(reader.read(n, block_id=b, step_selection=at)).ravel()
                 blocks.append(block)
             steps.append((t, blocks))
     return steps

@@ -69,8 +69,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -80,6 +78,22 @@ from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
 from dolfinx import fem
+
+from .checkpoint_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    _fsync_tree,
+    _is_complete,
+    _json_default,
+    _latest,
+    _prepare_tmp,
+    _publish,
+    discard_unfinished,
+    list_checkpoints,
+    restart_candidates,
+    verify,
+)
+from .storage import StorageError, describe, is_storage_error, keep_alive, require_space
 
 # Debian ships serial and MPI python bindings of ADIOS2 and picks the MPI ones only under
 # mpirun, or with ADIOS2_ALWAYS_USE_MPI set before the first import: set it first.
@@ -95,19 +109,27 @@ if not adios2.is_built_with_mpi:
         "ADIOS2_ALWAYS_USE_MPI=1"
     )
 
-__all__ = ["write_checkpoint", "read_checkpoint", "latest_checkpoint", "list_checkpoints", "CheckpointError"]
+__all__ = [
+    "write_checkpoint",
+    "read_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "restart_candidates",
+    "verify",
+    "discard_unfinished",
+    "CheckpointError",
+]
 
-FORMAT = "nzsp-fem-cellwise-checkpoint"
-FORMAT_VERSION = 1
 ENGINE = "BP4"
-# checkpoint-<step>, or checkpoint-<step>.old: a complete checkpoint moved aside while the
-# same step is written again (only exists if a process died during that replacement).
-_NAME = re.compile(r"^checkpoint-(\d+)(\.old)?$")
 _GEOMETRY_VAR = "cell_geometry"
 
 
 class CheckpointError(RuntimeError):
     """A collective checkpoint operation failed on rank 0 (message from rank 0)."""
+
+
+class CheckpointStorageError(CheckpointError, StorageError):
+    """Writing a checkpoint failed (disk full, read-only, ...); the previous one is intact."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -152,11 +174,31 @@ def _root_only(comm, fn, *args):
     if comm.rank == 0:
         try:
             result = fn(*args)
+        except OSError as exc:
+            error = (CheckpointStorageError, describe(exc))
+        except StorageError as exc:
+            error = (CheckpointStorageError, str(exc))
         except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
-            error = f"{type(exc).__name__}: {exc}"
+            error = (CheckpointError, f"{type(exc).__name__}: {exc}")
     result, error = comm.bcast((result, error), root=0)
     if error is not None:
-        raise CheckpointError(error)
+        raise error[0](error[1])
+    return result
+
+
+def _on_all_ranks(comm, path: Path, fn, *args):
+    """Run a collective I/O call; a failure on any rank raises on every rank (a rank that
+    raised alone would leave the others waiting in the next collective call)."""
+    result, error = None, None
+    try:
+        result = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
+        keep_alive(exc)  # its frames hold the ADIOS2 objects, whose destructors would abort
+        kind = CheckpointStorageError if is_storage_error(exc) else CheckpointError
+        error = (kind, describe(exc, path) if kind is CheckpointStorageError else f"{type(exc).__name__}: {exc}")
+    errors = [e for e in comm.allgather(error) if e]
+    if errors:
+        raise errors[0][0](errors[0][1])
     return result
 
 
@@ -255,16 +297,6 @@ def _check_functions(comm, mesh, functions: Mapping[str, fem.Function]) -> None:
         raise ValueError(errors[0])
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable")
-
-
 # ------------------------------------------------------------------------------------------
 # ADIOS2 I/O of row blocks
 # ------------------------------------------------------------------------------------------
@@ -282,19 +314,22 @@ def _write_fields(path: Path, comm, num_cells: int, start: int, arrays: dict[str
             engine.Put(var, arr, adios2.Mode.Sync)
         engine.PerformPuts()
         engine.EndStep()
-    finally:
         engine.Close()
-        adios.RemoveIO("nzsp-checkpoint-writer")
+    except RuntimeError:
+        keep_alive((adios, io, engine))  # a failed engine aborts the process when destroyed
+        raise
+    adios.RemoveIO("nzsp-checkpoint-writer")
 
 
 def _read_fields(path: Path, comm, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
     adios = adios2.ADIOS(comm)
     io = adios.DeclareIO("nzsp-checkpoint-reader")
     io.SetEngine(ENGINE)
-    engine = io.Open(str(path), adios2.Mode.Read)
+    # Random access: a streaming reader waits forever for a step that a killed writer
+    # never finished.
+    engine = io.Open(str(path), adios2.Mode.ReadRandomAccess)
     out = {}
     try:
-        engine.BeginStep()
         for name in names:
             var = io.InquireVariable(name)
             if var is None:
@@ -305,65 +340,15 @@ def _read_fields(path: Path, comm, names: list[str], start: int, stop: int) -> d
                 var.SetSelection([[start, 0], [stop - start, width]])
                 engine.Get(var, buf, adios2.Mode.Sync)
             out[name] = buf
-        engine.EndStep()
     finally:
         engine.Close()
         adios.RemoveIO("nzsp-checkpoint-reader")
     return out
 
 
-# ------------------------------------------------------------------------------------------
-# file system
-# ------------------------------------------------------------------------------------------
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, filenames in os.walk(root):
-        for fn in filenames:
-            _fsync_path(Path(dirpath) / fn)
-        _fsync_path(Path(dirpath))
-
-
-def _step_of(path: Path) -> int | None:
-    m = _NAME.match(path.name)
-    return int(m.group(1)) if m else None
-
-
-def _is_complete(path: Path) -> bool:
-    if _step_of(path) is None or not path.is_dir():
-        return False
-    try:
-        meta = json.loads((path / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("format") == FORMAT and meta.get("complete") is True
-
-
-def list_checkpoints(directory) -> list[Path]:
-    """Complete checkpoints in ``directory``, oldest (smallest step) first. Not collective."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if _is_complete(p)]
-    return sorted(found, key=lambda p: (_step_of(p), not p.name.endswith(".old")))
-
-
-def _latest(directory: Path) -> str | None:
-    pointer = directory / "latest"
-    try:
-        name = pointer.read_text().strip()
-    except OSError:
-        name = ""
-    if name and _is_complete(directory / name):
-        return str(directory / name)
-    found = list_checkpoints(directory)
-    return str(found[-1]) if found else None
+def _check_space(directory: Path, needed: int, what: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    require_space(directory, needed, what)
 
 
 def latest_checkpoint(directory, comm=None) -> Path | None:
@@ -373,51 +358,6 @@ def latest_checkpoint(directory, comm=None) -> Path | None:
     directory = Path(directory)
     result = _latest(directory) if comm is None else _root_only(comm, _latest, directory)
     return None if result is None else Path(result)
-
-
-def _prepare_tmp(directory: Path, tmp: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("checkpoint.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir()
-
-
-def _write_pointer(directory: Path, name: str) -> None:
-    tmp = directory / f"latest.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / "latest")
-    _fsync_path(directory)
-
-
-def _prune(directory: Path, current: Path, keep: int) -> None:
-    step = _step_of(current)
-    older = [p for p in list_checkpoints(directory) if _step_of(p) < step]
-    newer = [p for p in list_checkpoints(directory) if _step_of(p) > step]
-    for p in newer + older[: max(len(older) - (keep - 1), 0)]:
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _publish(directory: Path, tmp: Path, final: Path, manifest: dict, keep: int) -> str:
-    """Rank 0: metadata, fsync, rename, pointer, prune."""
-    with open(tmp / "metadata.json", "w") as f:
-        json.dump(manifest, f, indent=1, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_path(tmp)
-    _fsync_path(directory)
-    replaced = final.with_name(final.name + ".old")
-    if final.exists():  # the same step written again (after a restart)
-        shutil.rmtree(replaced, ignore_errors=True)
-        os.rename(final, replaced)
-    os.replace(tmp, final)
-    _fsync_path(directory)
-    _write_pointer(directory, final.name)
-    shutil.rmtree(replaced, ignore_errors=True)
-    _prune(directory, final, keep)
-    return str(final)
 
 
 # ------------------------------------------------------------------------------------------
@@ -453,10 +393,6 @@ def write_checkpoint(
     tmp = directory / f"checkpoint.tmp-{step}"
     final = directory / f"checkpoint-{step}"
 
-    _root_only(comm, _prepare_tmp, directory, tmp)
-
-    adios4dolfinx.write_mesh(tmp / "mesh.bp", mesh, engine=ENGINE)
-
     # Rows of owned cells: geometry, then every function; sent to the block owner of
     # their original index and written as contiguous blocks.
     n_owned = _num_owned_cells(mesh)
@@ -472,6 +408,14 @@ def write_checkpoint(
         entries[name] = {"variable": var, **_describe(u)}
     widths = {k: v.shape[1] for k, v in columns.items()}
     rows = np.concatenate([columns[k] for k in widths], axis=1)
+
+    # Refused before writing if it cannot fit: the previous checkpoint stays the latest.
+    mesh_bytes = 2 * (mesh.geometry.x.nbytes + mesh.geometry.dofmap.nbytes)
+    needed = comm.allreduce(rows.nbytes + mesh_bytes)
+    _root_only(comm, _check_space, directory, needed, f"checkpoint-{step}")
+    _root_only(comm, _prepare_tmp, directory, tmp)
+    _on_all_ranks(comm, tmp / "mesh.bp", adios4dolfinx.write_mesh, tmp / "mesh.bp", mesh, ENGINE)
+
     dest = _block_owner(keys, num_cells, comm.size)
     recv_rows, _ = _alltoallv(comm, rows, dest)
     recv_keys, _ = _alltoallv(comm, keys, dest)
@@ -486,16 +430,13 @@ def write_checkpoint(
     for k, w in widths.items():
         arrays[k] = block[:, c : c + w]
         c += w
-    _write_fields(tmp / "fields.bp", comm, num_cells, start, arrays)
+    _on_all_ranks(comm, tmp / "fields.bp", _write_fields, tmp / "fields.bp", comm, num_cells, start, arrays)
 
-    comm.Barrier()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        if node.rank == 0:
-            _fsync_tree(tmp)
+        _on_all_ranks(comm, tmp, _fsync_tree if node.rank == 0 else lambda _: None, tmp)
     finally:
         node.Free()
-    comm.Barrier()
 
     manifest = {
         "format": FORMAT,
@@ -549,7 +490,7 @@ def read_checkpoint(path, mesh, functions: Mapping[str, fem.Function], comm=None
 
     variables = [info["geometry_variable"]] + [stored[n]["variable"] for n in functions]
     start, stop = _block_range(num_cells, comm.size, comm.rank)
-    blocks = _read_fields(path / "fields.bp", comm, variables, start, stop)
+    blocks = _on_all_ranks(comm, path / "fields.bp", _read_fields, path / "fields.bp", comm, variables, start, stop)
     widths = [blocks[v].shape[1] for v in variables]
     block = np.concatenate([blocks[v] for v in variables], axis=1)
 

@@ -2,11 +2,16 @@
 timeseries.csv, probes.csv, figures, checkpoints, final_state.vtu and summary.json.
 
 The time loop (nzsp_fem.run) only calls these; rank 0 writes text files, collective
-writers are called on every rank.
+writers are called on every rank. Every write is checked on every rank together: a full
+disk, a quota, a read-only, unwritable or removed output directory stops the run on all
+ranks with one StorageError naming the path, the cause and the checkpoint to resume from
+(a rank that raised alone would leave the others waiting in the next collective call).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from pathlib import Path
 
@@ -16,9 +21,19 @@ from . import checkpoint as ckpt
 from .figures import plot_fields, plot_initial_state
 from .figures3d import nuclei_plane_z, plot_view_3d
 from .output_fields import OutputFields, field_panels, gather_state
+from .postprocess import run_step
 from .probes import ProbeSeries
-from .protocol_figures import plot_voltage
-from .rundir import TIMESERIES_COLUMNS, CsvTable, FieldWriter, OutputError, RunLog, write_json, write_yaml
+from .rundir import (
+    TIMESERIES_COLUMNS,
+    CsvTable,
+    FieldWriter,
+    OutputError,
+    RunLog,
+    release_directory,
+    write_json,
+    write_yaml,
+)
+from .storage import StorageError, describe, is_storage_error
 
 #: summary.json keys about the run itself; the physical ones are Diagnostics.names("summary").
 RUN_SUMMARY_KEYS = [
@@ -46,17 +61,39 @@ class RunRecord:
         self.log = RunLog(outdir / "run.log", comm, cfg.output.verbosity)
         self.checkpoints = outdir / "checkpoints"
         self.wall0 = time.perf_counter()
+        self.t, self.steps = 0.0, 0
+        self.writer = self.table = self.probes = None
+        # The directory as it was made: one removed (or replaced) under the run is noticed.
+        self._identity = comm.bcast(_identity(outdir) if comm.rank == 0 else None, root=0)
 
     # Restart ------------------------------------------------------------------------------
     def resume(self, problem: CoupledProblem, restart: bool) -> dict | None:
-        """Read the latest checkpoint into the problem; its run metadata, or None (fresh run)."""
+        """Read the latest intact checkpoint into the problem; its run metadata, or None
+        (fresh run). A checkpoint whose files differ from the record it wrote (cut short,
+        damaged) is passed over, with a warning naming the file, for the one before it."""
+        comm, resolved = self.comm, self.cfg.model_dump(mode="json")
         if not restart:
-            write_yaml(self.outdir / "config.resolved.yaml", self.cfg.model_dump(mode="json"), self.comm)
+            self._checked(write_yaml, self.outdir / "config.resolved.yaml", resolved, comm)
             return None
-        resumed = ckpt.latest_checkpoint(self.checkpoints, self.comm)
-        if resumed is None:
+        found = comm.bcast([str(p) for p in ckpt.restart_candidates(self.checkpoints)] if comm.rank == 0 else None)
+        if not found:
             raise OutputError(f"--restart: no complete checkpoint in {self.checkpoints}")
-        meta = ckpt.read_checkpoint(resumed, problem.mesh, run_state_functions(problem), self.comm)
+        damaged, meta, resumed = [], None, None
+        for resumed in map(Path, found):
+            # Checked before ADIOS2 opens any of its files: it waits forever on a BP file cut short.
+            fault = comm.bcast(ckpt.verify(resumed) if comm.rank == 0 else None, root=0)
+            if fault is None:
+                try:
+                    meta = ckpt.read_checkpoint(resumed, problem.mesh, run_state_functions(problem), comm)
+                    break
+                except ckpt.CheckpointError as err:
+                    fault = f"{resumed / 'fields.bp'} cannot be read ({err})"
+                except (KeyError, ValueError) as err:
+                    raise OutputError(f"--restart: {err}") from None
+            damaged.append(fault)
+            self.log(f"warning: {resumed.name} is damaged: {fault}; trying the checkpoint before it", 0)
+        if meta is None:
+            raise OutputError(f"--restart: no intact checkpoint in {self.checkpoints}: " + "; ".join(damaged))
         stored = meta.get("fields")
         if stored is not None and stored != field_layout(problem):
             raise OutputError(
@@ -65,8 +102,9 @@ class RunRecord:
         problem.after_restore()
         # The config of the original run stays; the restart's (it may carry --set) goes beside it.
         restarts = meta["run"].get("restarts", 0) + 1
-        write_yaml(self.outdir / f"config.resolved-restart{restarts}.yaml", self.cfg.model_dump(mode="json"), self.comm)
+        self._checked(write_yaml, self.outdir / f"config.resolved-restart{restarts}.yaml", resolved, comm)
         self.log(f"restarted from {resumed.name}: t={meta['run']['t']:.6e} s, step {meta['run']['steps']}")
+        self.t, self.steps = meta["run"]["t"], meta["run"]["steps"]
         return meta["run"]
 
     # Outputs along the run ----------------------------------------------------------------
@@ -77,23 +115,26 @@ class RunRecord:
         self.problem = problem
         self.figures_dir = self.outdir / "figures"
         fields_dir = self.outdir / "fields"
-        if comm.rank == 0:
-            fields_dir.mkdir(exist_ok=True)
-            self.figures_dir.mkdir(exist_ok=True)
-        comm.barrier()
         resumed = t_resumed is not None
         # A restarted run writes new VTX series next to the old ones instead of truncating them.
         self.writer = FieldWriter(fields_dir, comm, suffix=f"-restart{restarts}" if resumed else "")
         self.fields = OutputFields(problem, diagnostics)
-        self.table = CsvTable(
-            self.outdir / "timeseries.csv", TIMESERIES_COLUMNS, comm, append=resumed, keep_until=t_resumed
-        )
+
+        def make_files():
+            if comm.rank == 0:
+                fields_dir.mkdir(exist_ok=True)
+                self.figures_dir.mkdir(exist_ok=True)
+            self.table = CsvTable(
+                self.outdir / "timeseries.csv", TIMESERIES_COLUMNS, comm, append=resumed, keep_until=t_resumed
+            )
+
+        self._checked(make_files)
         self.probes = ProbeSeries(
             cfg.output.probes, self.fields, problem.scaling.length, self.outdir / "probes.csv", resumed, t_resumed
         )
 
     def write_fields(self, t: float) -> None:
-        self.writer.write(self.fields.update(), t)
+        self._checked(self.writer.write, self.fields.update(), t)
 
     def figure(self, name: str, t: float, initial: bool = False) -> None:
         if not self.cfg.output.figures:
@@ -101,35 +142,46 @@ class RunRecord:
         grid = gather_state(self.fields)
         z = nuclei_plane_z(self.problem.poly.nuclei)  # 3D: the maps cut through the nuclei
         title = f"{self.cfg.name}, " + ("initial state" if initial else f"t = {t:.4g} s")
-        if initial:
-            plot_initial_state(grid, self.figures_dir / name, z=z)
-        else:
-            plot_fields(grid, field_panels([grid]), self.figures_dir / name, title=title, contour="eta", z=z)
-        if self.problem.dim == 3 and name in ("initial_state.png", "final_state.png"):
-            plot_view_3d(grid, self.figures_dir / name.replace(".png", "_3d.png"), title=title)
+
+        def draw():
+            if grid is None:
+                return
+            if initial:
+                plot_initial_state(grid, self.figures_dir / name, z=z)
+            else:
+                plot_fields(grid, field_panels([grid]), self.figures_dir / name, title=title, contour="eta", z=z)
+            if self.problem.dim == 3 and initial:
+                plot_view_3d(grid, self.figures_dir / name.replace(".png", "_3d.png"), title=title)
+
+        self._checked(draw, optional=f"{name} not written")
 
     def step(self, t: float, dt: float, report, diag: Diagnostics, **columns) -> None:
         """One row of timeseries.csv; ``columns``: the protocol's (segment, applied current)."""
-        self.table.row(
-            dict(
-                vars(diag),
-                t=t,
-                dt=dt,
-                newton_iterations=report.newton_iterations,
-                linear_iterations=report.linear_iterations,
-                error_estimate=report.error_estimate,
-                interface_change=report.interface_change,
-                **columns,
-            )
+        self.t, self.steps = t, self.steps + 1
+        row = dict(
+            vars(diag),
+            t=t,
+            dt=dt,
+            newton_iterations=report.newton_iterations,
+            linear_iterations=report.linear_iterations,
+            error_estimate=report.error_estimate,
+            interface_change=report.interface_change,
+            **columns,
         )
-        self.probes.record(t)
+
+        def write():
+            self.table.row(row)
+            self.probes.record(t)
+
+        self._checked(write)
 
     def checkpoint(self, run_state: dict) -> None:
         if run_state["steps"] == getattr(self, "_last_checkpoint_step", None):
             return  # already written at this step (a periodic one on the last step)
         self._last_checkpoint_step = run_state["steps"]
         meta = {"run": run_state, "config_name": self.cfg.name, "fields": field_layout(self.problem)}
-        ckpt.write_checkpoint(
+        self._checked(
+            ckpt.write_checkpoint,
             self.checkpoints,
             self.problem.mesh,
             run_state_functions(self.problem),
@@ -140,20 +192,15 @@ class RunRecord:
 
     # End of run ---------------------------------------------------------------------------
     def close(self, run_state: dict, status: str, reason: str | None, diag: Diagnostics) -> dict:
-        self.writer.close()
-        self.table.close()
-        self.probes.close()
-        grid = gather_state(self.fields)
-        if grid is not None:
-            grid.save(str(self.outdir / "final_state.vtu"))
-        self.figure("final_state.png", run_state["t"])
-        if self.cfg.output.figures and self.cfg.output.animation and self.comm.rank == 0:
-            self._animate()
+        """The results (fields, tables, final_state.vtu, summary.json; the final checkpoint
+        is already written), then the optional post-processing, which cannot change them."""
+        self._checked(self._close_outputs)
+        grid = gather_state(self.fields)  # None on ranks other than 0
+        self._checked(_save_grid, grid, self.outdir / "final_state.vtu")
         summary = {
             "status": status,
             "reason": reason,
             "t_final": run_state["t"],
-            "charge_passed_C": run_state.get("charge_C", 0.0),
             "steps": run_state["steps"],
             "newton_iterations": run_state["newton_total"],
             "failed_attempts": run_state.get("failed_attempts", 0),
@@ -167,32 +214,139 @@ class RunRecord:
             "restarts": run_state["restarts"],
         }
         summary.update({k: getattr(diag, k) for k in Diagnostics.names("summary")})
-        write_json(self.outdir / "summary.json", summary, self.comm)
-        if self.cfg.protocol is not None and self.cfg.output.figures and self.comm.rank == 0:
-            events = {
-                "short circuit": summary["short_circuit_time_s"],
-                "voltage collapse": summary["voltage_collapse_time_s"],
-            }
-            plot_voltage(self.outdir / "timeseries.csv", self.figures_dir / "voltage.png", self.cfg.name, events)
+        self._checked(write_json, self.outdir / "summary.json", summary, self.comm)
         self.log(
             f"{status}: t={run_state['t']:.4e} s in {run_state['steps']} steps, "
             f"{run_state['newton_total']} Newton iterations, {summary['wall_time_s']:.1f} s wall",
             0,
         )
+        if self.comm.rank == 0:
+            self._postprocess(run_state, summary)
         self.log.close()
+        release_directory(self.outdir, self.comm)
         return summary
 
-    def _animate(self) -> None:
-        """figures/eta.gif from the VTX fields just closed (rank 0 only)."""
-        from .animation import write_animation
+    def _close_outputs(self) -> None:
+        self.writer.close()
+        self.table.close()
+        self.probes.close()
 
-        try:
-            path, frames = write_animation(self.outdir, title=self.cfg.name)
-        except Exception as err:  # noqa: BLE001
-            # the run's results are complete; a failed animation must not fail the run
-            self.log(f"animation not written: {type(err).__name__}: {err}", 0)
+    def _postprocess(self, run_state: dict, summary: dict) -> None:
+        """Rank 0: the optional figures and the animation, each in a child process with a
+        time limit (io/postprocess.py); a failure is logged and changes nothing else."""
+        out = self.cfg.output
+        if not out.figures:
             return
-        self.log(f"animation: {path} ({frames} frames)", 2)
+        title = f"{self.cfg.name}, t = {run_state['t']:.4g} s"
+        z = nuclei_plane_z(self.problem.poly.nuclei)
+        run_step("final-figure", self.outdir, {"title": title, "z": z, "dim": self.problem.dim}, self.log)
+        if self.cfg.protocol is not None:
+            events = {
+                "short circuit": summary["short_circuit_time_s"],
+                "voltage collapse": summary["voltage_collapse_time_s"],
+            }
+            run_step("voltage", self.outdir, {"name": self.cfg.name, "events": events}, self.log)
+        if out.animation:
+            run_step("animation", self.outdir, {"title": self.cfg.name}, self.log)
+
+    # Faults ---------------------------------------------------------------------------------
+    def _checked(self, action, *args, optional: str | None = None, **kwargs):
+        """Run a write on every rank; if it fails on any (or the directory is gone, or
+        run.log could not be written), raise StorageError on all. ``optional``: other
+        failures of this write are logged under that text and the run goes on."""
+        comm = self.comm
+        error = comm.bcast(self._gone() if comm.rank == 0 else None, root=0)
+        if error:
+            self._fail(error)
+        result, other = None, None
+        try:
+            result = action(*args, **kwargs)
+        except StorageError as err:
+            error = str(err)
+        except Exception as err:  # noqa: BLE001 - sorted below, then raised on every rank
+            if is_storage_error(err):
+                error = describe(err, self.outdir)
+            elif optional is None:
+                raise
+            else:
+                other = f"{type(err).__name__}: {err}".splitlines()[0]
+        errors = [e for e in comm.allgather(error) if e]
+        if errors:
+            self._fail(errors[0])
+        if other:
+            self.log(f"{optional}: {other}", 0)
+        return result
+
+    def _gone(self) -> str | None:
+        """Rank 0: why nothing more can be written, found before trying (a removed output
+        directory would be silently recreated by the next mkdir), or None."""
+        if _identity(self.outdir) != self._identity:
+            return f"output directory {self.outdir} was removed (or replaced) during the run"
+        return self.log.failed
+
+    def _fail(self, error: str):
+        """Leave the results as they are, say what to resume from, raise on every rank."""
+        for table in (self.table, getattr(self.probes, "table", None)):
+            if table is not None:
+                table.abandon()
+        if self.writer is not None:
+            self.writer.abandon()
+        self.log(f"error: {error}", 4)  # run.log only, if it can still be written
+        self.log.close()
+        hint = None
+        if self.comm.rank == 0:
+            try:
+                hint = self._resume_hint(error)
+            except OSError:
+                hint = None
+        hint = self.comm.bcast(hint, root=0)
+        release_directory(self.outdir, self.comm)
+        raise StorageError(f"{error} (t = {self.t:.4g} s, step {self.steps}){hint or ''}")
+
+    def _resume_hint(self, error: str) -> str:
+        if "removed (or replaced)" in error:
+            return ""
+        ckpt.discard_unfinished(self.checkpoints)  # its space back; it was never complete
+        latest = ckpt.latest_checkpoint(self.checkpoints)
+        if latest is None:
+            return "; no checkpoint was written: rerun with --overwrite once this is fixed"
+        return f"; {latest.relative_to(self.outdir)} is intact: rerun with --restart once this is fixed"
+
+
+def _identity(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+#: vtkErrorCode::OutOfDiskSpaceError (vtkErrorCode itself is not wrapped for Python).
+_VTK_OUT_OF_DISK_SPACE = 20007
+
+
+def _save_grid(grid, path: Path) -> None:
+    """final_state.vtu (rank 0). VTK reports a failed write on stderr only, over several
+    lines, and deletes the file; here it is an OSError."""
+    if grid is None:
+        return
+    from vtkmodules.vtkCommonCore import vtkObject
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridWriter
+
+    writer = vtkXMLUnstructuredGridWriter()
+    writer.SetFileName(str(path))
+    writer.SetInputData(grid)
+    writer.SetDataModeToBinary()
+    shown = vtkObject.GetGlobalWarningDisplay()
+    vtkObject.GlobalWarningDisplayOff()
+    try:
+        ok = writer.Write()
+    finally:
+        vtkObject.SetGlobalWarningDisplay(shown)
+    code = writer.GetErrorCode()
+    if not ok or code:
+        full = code == _VTK_OUT_OF_DISK_SPACE
+        raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO), str(path))
 
 
 def run_state_functions(problem: CoupledProblem) -> dict:
