@@ -86,7 +86,14 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
         all_statuses.update(part)
 
     if world.rank == 0:
-        write_study_table(outdir, cfg, cases)
+        bases = write_study_table(outdir, cfg, cases)
+        unequal = [dirname for (dirname, _, _), basis in zip(cases, bases) if basis == "charge not reached"]
+        if unequal:
+            print(
+                f"warning: {', '.join(unequal)} stopped before time.stop_at_charge; study.csv marks "
+                "them 'charge not reached' (not comparable at equal charge)",
+                flush=True,
+            )
         write_study_figures(outdir, cfg, cases)
         ccd = ""
         if cfg.protocol is not None:
@@ -96,14 +103,28 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
     return exit_code(all_statuses.values())
 
 
-def write_study_table(outdir: Path, cfg: Config, cases) -> None:
+def comparison_basis(cfg: Config, summary: dict) -> str:
+    """How a case's final values compare with the others': "equal charge" when it stopped
+    at the study's time.stop_at_charge, "equal time" without one, else why it did not."""
+    if cfg.time.stop_at_charge is None:
+        return "equal time"
+    if summary.get("reason") == "charge reached":
+        return "equal charge"
+    return "charge not reached"
+
+
+def write_study_table(outdir: Path, cfg: Config, cases) -> list[str]:
+    """study.csv; returns each case's comparison basis (a column of the table)."""
+    bases = []
     with open(outdir / "study.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["case", cfg.study.parameter] + SUMMARY_COLUMNS)
+        writer.writerow(["case", cfg.study.parameter, "comparison"] + SUMMARY_COLUMNS)
         for (dirname, _, _), value in zip(cases, cfg.study.values):
             path = outdir / dirname / "summary.json"
             summary = json.loads(path.read_text()) if path.exists() else {"status": "missing"}
-            writer.writerow([dirname, value] + [summary.get(c, "") for c in SUMMARY_COLUMNS])
+            bases.append(comparison_basis(cfg, summary))
+            writer.writerow([dirname, value, bases[-1]] + [summary.get(c, "") for c in SUMMARY_COLUMNS])
+    return bases
 
 
 def write_ccd_figure(outdir: Path, cfg: Config, cases) -> Path:
@@ -144,7 +165,7 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
             labels,
             field_panels(grids),
             outdir / "comparison.png",
-            title=f"{cfg.name}: {cfg.study.parameter}",
+            title=f"{cfg.name}: {cfg.study.parameter}, {_basis_label(cfg)}",
             contour="eta",
         )
 
@@ -181,3 +202,13 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
                 time_scale=1e3,
                 title=f"{cfg.name}: {cfg.study.parameter}",
             )
+
+
+def _basis_label(cfg: Config) -> str:
+    """What the comparison figure's columns share: the charge passed, or (without a
+    stopping charge) the time."""
+    charge = cfg.time.stop_at_charge
+    if charge is None:
+        return f"at equal time t = {cfg.time.t_end:.3g} s"
+    unit = "C/m" if cfg.domain.dim == 2 else "C"
+    return f"at equal charge Q = {charge:.3g} {unit}"

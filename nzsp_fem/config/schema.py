@@ -89,6 +89,9 @@ class MeshSizes(Strict):
     size_grain: Length = Field(100e-9, gt=0)
     size_gb: Length = Field(15e-9, gt=0)
     size_nucleus: Length = Field(15e-9, gt=0)
+    # A band of this width along the electrode (x = 0) meshed at size_nucleus, so that the
+    # electrode deposit's front stays resolved as it advances (0: no band).
+    electrode_band: Length = Field(0.0, ge=0)
     cache_dir: str = "meshes"
 
 
@@ -96,6 +99,9 @@ class Nuclei(Strict):
     radius: Length = Field(50e-9, gt=0)
     positions: Literal["grain_centres"] | list[list[Length]] = "grain_centres"
     electrode_layer: Length = Field(0.0, ge=0)
+    # Also a nucleus (a half disc) centred on the electrode wherever a GB meets it: the
+    # deposit that can follow a GB is the one attached to the electrode.
+    at_electrode_junctions: bool = False
 
 
 class Phase(Strict):
@@ -367,6 +373,11 @@ class Config(Strict):
             )
         if self.study is not None:
             check_parameter_path(self, self.study.parameter)
+            if self.study.parameter == "time.stop_at_charge":
+                raise ValueError(
+                    "study.parameter: cases compare at one common charge; set time.stop_at_charge once "
+                    "and vary a material or electrode parameter"
+                )
             if self.protocol is not None and self.study.parameter == "time.t_end":
                 raise ValueError("study.parameter: time.t_end is set by the protocol; vary the protocol instead")
         return self

@@ -3,6 +3,8 @@ field table (nodal outputs of each unknown) and the problem's cell-averaged fiel
 
 from __future__ import annotations
 
+import numpy as np
+
 from dolfinx import fem
 
 from ..problem import CoupledProblem, DiagnosticsEvaluator
@@ -72,7 +74,20 @@ def field_panels(grids=()) -> list[Panel]:
         if grid is not None:
             names = set(grid.point_data.keys()) | set(grid.cell_data.keys())
             panels = [p for p in panels if p.field in names]
+    # With single-ion transport c is c0 to round-off: a map of that is noise in colour.
+    present = [g for g in grids if g is not None]
+    if present and not any(_varies(g, "c_mol_m3") for g in present):
+        panels = [p for p in panels if p.field != "c_mol_m3"]
     return panels
+
+
+def _varies(grid, name: str, relative: float = 1e-9) -> bool:
+    """Whether a field of the grid spans more than ``relative`` of its magnitude."""
+    if name not in grid.point_data and name not in grid.cell_data:
+        return False
+    data = np.asarray(grid.point_data[name] if name in grid.point_data else grid.cell_data[name])
+    lo, hi = float(data.min()), float(data.max())
+    return hi - lo > relative * max(abs(lo), abs(hi), 1e-300)
 
 
 def gather_state(fields: OutputFields):

@@ -118,6 +118,17 @@ def _size_fields(
         f.setNumber(ball, "VIn", h_nuc)
         f.setNumber(ball, "VOut", h_grain)
         thresholds.append(ball)
+    if spec.electrode_band > 0:
+        band = f.add("Box")
+        box = [float(v) / s for v in spec.size]
+        limits = {"XMin": 0.0, "XMax": spec.electrode_band / s, "YMin": 0.0, "YMax": box[1], "ZMin": 0.0}
+        limits["ZMax"] = box[2] if dim == 3 else 0.0
+        for name, v in limits.items():
+            f.setNumber(band, name, v)
+        f.setNumber(band, "Thickness", max(h_grain - h_nuc, 0.0) / SIZE_SLOPE)
+        f.setNumber(band, "VIn", h_nuc)
+        f.setNumber(band, "VOut", h_grain)
+        thresholds.append(band)
     if not thresholds:
         fc = f.add("MathEval")
         f.setString(fc, "F", repr(float(h_grain)))
@@ -337,6 +348,8 @@ def build_polycrystal(spec: PolycrystalSpec, comm, cache_dir="meshes", verbose: 
     geo = voronoi_geometry(spec) if spec.image is None else image_geometry(spec)
     s = spec.length_scale
     nuclei = geo.centres.copy() if spec.nuclei is None else np.asarray(spec.nuclei, dtype=float) / s
+    if spec.junction_nuclei:
+        nuclei = np.vstack([nuclei.reshape(-1, geo.dim), electrode_junctions(geo)])
     key = spec_key(spec)
     path = pathlib.Path(cache_dir) / f"{key}.msh"
 
@@ -373,3 +386,11 @@ def build_polycrystal(spec: PolycrystalSpec, comm, cache_dir="meshes", verbose: 
         key=key,
         grain_neighbours={i + 1: [j + 1 for j in nb] for i, nb in enumerate(geo.neighbours)},
     )
+
+
+def electrode_junctions(geo) -> np.ndarray:
+    """Points (scaled) where GBs meet the electrode face x = 0: the GB ridges' end points
+    there (2D), or the corners of GB faces there, i.e. where GB lines cross it (3D)."""
+    tol = 1e-9 * float(geo.box.max())
+    ids = sorted({int(i) for _, _, ridge in geo.gb_ridges for i in ridge if abs(geo.vertices[i][0]) < tol})
+    return geo.vertices[ids].reshape(-1, geo.dim).copy()

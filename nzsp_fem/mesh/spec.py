@@ -85,8 +85,10 @@ CONFIG_KEYS = {
     "h_grain": "mesh.size_grain",
     "h_gb": "mesh.size_gb",
     "h_nucleus": "mesh.size_nucleus",
+    "electrode_band": "mesh.electrode_band",
     "nuclei": "nuclei.positions",
     "nucleus_radius": "nuclei.radius",
+    "junction_nuclei": "nuclei.at_electrode_junctions",
     "length_scale": "scales.length",
     "image": "microstructure.image",
     "pixel_size": "microstructure.pixel_size",
@@ -117,6 +119,10 @@ class PolycrystalSpec:
     # A labelled grain image (nzsp_fem/mesh/image.py) replaces the Voronoi grains.
     image: str | None = None
     pixel_size: float | None = None
+    # Nuclei also where GBs meet the electrode face x = 0 (added to ``nuclei``).
+    junction_nuclei: bool = False
+    # Width of the band along x = 0 meshed at h_nucleus (0: none).
+    electrode_band: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -297,6 +303,11 @@ def _canonical(spec: PolycrystalSpec) -> dict:
         "length_scale": float(spec.length_scale),
         "representation": spec.representation,
     }
+    # Only when set, so that existing meshes keep their keys.
+    if spec.junction_nuclei:
+        out["junction_nuclei"] = True
+    if spec.electrode_band > 0:
+        out["electrode_band"] = float(spec.electrode_band)
     if spec.image is not None:  # the labels, not the file name or format, make the mesh
         out.update(n_grains=None, rng_seed=None, seeds=None, image_format=IMAGE_FORMAT_VERSION)
         out.update(image=label_digest(read_labels(spec.image)), pixel_size=float(spec.pixel_size))
@@ -330,4 +341,6 @@ def spec_from_config(cfg: Config) -> PolycrystalSpec:
         representation=representation,
         image=ms.image,
         pixel_size=ms.pixel_size,
+        junction_nuclei=nu.at_electrode_junctions,
+        electrode_band=mh.electrode_band,
     )
