@@ -169,7 +169,7 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             state["charge_C"] += diag.electrode_current_A * dt
             shorted = (
                 state["short_circuit_time"] is None
-                and diag.penetration_depth_m >= 0.5 * cfg.domain.size[0]
+                and diag.connected_penetration_m >= 0.5 * cfg.domain.size[0]
                 and metal_connects_electrodes(problem)
             )
             collapsed = state["voltage_collapse_time_s"] is None and protocol.voltage_collapsed(
@@ -189,7 +189,8 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             log(
                 f"step {state['steps']:5d} t={t:.4e}/{cfg.time.t_end:.3e} s dt={dt:.2e} "
                 f"newton={report.newton_iterations:2d} linear={report.linear_iterations:3d} "
-                f"metal={diag.metal_fraction:.4f} depth={diag.penetration_depth_m * 1e9:.0f} nm "
+                f"metal={diag.metal_fraction:.4f} depth={diag.connected_penetration_m * 1e9:.0f} nm "
+                f"GB={diag.gb_penetration_m * 1e9:.0f} nm "
                 f"I={diag.electrode_current_A:.3e} ETA {_hms(remaining)}"
             )
             if controller.is_output_time(t):

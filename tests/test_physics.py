@@ -635,7 +635,7 @@ def test_electrode_nucleus_grows_under_negative_potential(potential):
     decreases) and shrinks under phi_app > 0. Paper BC: c = 1 reservoir on the right."""
     rec = growth_run(False, reservoir=True, potential=potential, steps=10)
     etas = [rec.initial.integral_eta] + [d.integral_eta for d in rec.diags]
-    depths = [rec.initial.penetration_depth_m] + [d.penetration_depth_m for d in rec.diags]
+    depths = [rec.initial.connected_penetration_m] + [d.connected_penetration_m for d in rec.diags]
     rprint(
         f"\n[sign, phi_app = {potential:+.2f} V] int eta: {etas[0]:.8f} -> {etas[-1]:.8f} "
         f"({100 * (etas[-1] / etas[0] - 1):+.2f} %), depth {depths[0] * 1e9:.2f} -> {depths[-1] * 1e9:.2f} nm, "

@@ -49,8 +49,16 @@ README_TIMESERIES = [
     "interface_change",
     "segment",
     "applied_current_density_A_m2",
+    "charge_passed_C",
     "metal_fraction",
-    "penetration_depth_m",
+    "connected_penetration_m",
+    "gb_penetration_m",
+    "planar_advance_m",
+    "gb_metal_share",
+    "branch_count",
+    "gb_phi_i_span_V",
+    "max_interface_current_density_A_m2",
+    "isolated_metal_change",
     "electrode_current_A",
     "electrode_current_density_A_m2",
     "cell_voltage_V",
@@ -534,7 +542,7 @@ def test_deep_but_unconnected_metal_is_no_short_circuit(tmp_workdir, cache):
     penetration depth alone instead of connectivity to x = Lx."""
     cfg = parse_config(tiny(cache, nuclei={"electrode_layer": "0.3 um"}, time={"t_end": "2 us"}))
     summary = run_single(cfg, tmp_workdir / "run", COMM)
-    assert summary["penetration_depth_m"] > 0.2 * US  # the depth gate alone would fire
+    assert summary["connected_penetration_m"] > 0.2 * US  # the depth gate alone would fire
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert summary["short_circuit"] is False and summary["short_circuit_time_s"] is None
 

@@ -201,6 +201,7 @@ class RunRecord:
             "status": status,
             "reason": reason,
             "t_final": run_state["t"],
+            "charge_passed_C": run_state.get("charge_C", 0.0),
             "steps": run_state["steps"],
             "newton_iterations": run_state["newton_total"],
             "failed_attempts": run_state.get("failed_attempts", 0),

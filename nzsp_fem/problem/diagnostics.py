@@ -22,6 +22,7 @@ from ..physics import forms
 from ..physics.cell_average import CellAverage
 from ..physics.elasticity import von_mises
 from .coupled import CoupledProblem
+from .morphology import MorphologyEvaluator
 
 SERIES = {"series": True, "summary": True}
 SUMMARY = {"series": False, "summary": True}
@@ -36,7 +37,15 @@ class Diagnostics:
     """
 
     metal_fraction: float = dataclasses.field(metadata=SERIES)
-    penetration_depth_m: float = dataclasses.field(metadata=SERIES)
+    # Morphology of the deposit (problem/morphology.py has the definitions).
+    connected_penetration_m: float = dataclasses.field(metadata=SERIES)
+    gb_penetration_m: float = dataclasses.field(metadata=SERIES)
+    planar_advance_m: float = dataclasses.field(metadata=SERIES)
+    gb_metal_share: float = dataclasses.field(metadata=SERIES)
+    branch_count: int = dataclasses.field(metadata=SERIES)
+    gb_phi_i_span_V: float = dataclasses.field(metadata=SERIES)
+    max_interface_current_density_A_m2: float = dataclasses.field(metadata=SERIES)
+    isolated_metal_change: float = dataclasses.field(metadata=SERIES)
     electrode_current_A: float = dataclasses.field(metadata=SERIES)
     # Per electrode area, A/m^2, positive while plating: compare with the applied value.
     electrode_current_density_A_m2: float = dataclasses.field(metadata=SERIES)
@@ -57,6 +66,9 @@ class Diagnostics:
     c_max: float = dataclasses.field(metadata=SERIES)
     total_sodium_mol: float = dataclasses.field(metadata=SERIES)
     gb_mean_current_density_A_m2: float = dataclasses.field(metadata=SUMMARY)
+    # The GB share of the domain, next to gb_metal_share: a deposit that ignores GBs has
+    # gb_metal_share near it.
+    gb_area_share: float = dataclasses.field(metadata=SUMMARY)
     integral_eta: float = dataclasses.field(metadata=SUMMARY)
     integral_c: float = dataclasses.field(metadata=SUMMARY)
     integral_phi: float = dataclasses.field(metadata=SUMMARY)
@@ -114,9 +126,9 @@ class DiagnosticsEvaluator:
             self._anchor = fem.form(forms.electronic_anchor(overpotential, eta, one, anchor, pb.dx_lumped))
         V_eta = pb.collapsed_space("eta")
         self._n_owned = V_eta.dofmap.index_map.size_local
-        self._x_owned = V_eta.tabulate_dof_coordinates()[: self._n_owned, 0]
         self._gb = gb_vertex_mask(pb, V_eta, self._n_owned)
         self._cell_averages = self._build_cell_averages()
+        self._morphology = MorphologyEvaluator(pb)
 
     def _indicator(self, V, tag):
         """1 on the dofs of the boundary ``tag``, 0 elsewhere: a test function whose
@@ -171,8 +183,6 @@ class DiagnosticsEvaluator:
 
         n_owned, gb = self._n_owned, self._gb
         eta_vals = pb.sub_values("eta")[:n_owned]
-        metal_x = self._x_owned[eta_vals > 0.5]
-        depth = self._allreduce(float(metal_x.max()) if metal_x.size else 0.0, MPI.MAX)
         c_vals = pb.physical_values("c")[:n_owned]
         phi_gb = pb.sub_values("phi")[:n_owned][gb]
 
@@ -184,6 +194,7 @@ class DiagnosticsEvaluator:
 
         has_gb = self._allreduce(bool(gb.any()), MPI.LOR)
         cells = self.cell_fields()
+        morphology = self._morphology(cells["current_density_magnitude"])
         n_cells = pb.mesh.topology.index_map(pb.dim).size_local
 
         def cell_max(name):
@@ -195,7 +206,7 @@ class DiagnosticsEvaluator:
             integral_phi=integral["phi"],
             total_sodium_mol=total_na,
             metal_fraction=integral["eta"] / integral["volume"],
-            penetration_depth_m=depth * sc.length,
+            **vars(morphology),
             electrode_current_A=electrode_current,
             electrode_current_density_A_m2=electrode_current / (edge["electrode_area"] * sc.length ** (pb.dim - 1)),
             cell_voltage_V=(
