@@ -10,18 +10,49 @@ against hand-made fields. :class:`MorphologyEvaluator` gathers those arrays to r
 (static ones once, eta / phi / |i| at each call), evaluates there and broadcasts, so the
 result is the same on any number of ranks.
 
-Definitions (eta_h, phi_h: the P1 interpolants; "metal": eta_h > 0.5):
+Common definitions (eta_h: the P1 interpolant of eta; "metal": eta > 0.5; w: the
+interface width, physics.parameters.interface_width; lengths from the electrode face x0):
 
-- The *connected deposit* is the metal whose vertices are joined, through mesh edges
-  between metal vertices, to a metal vertex on the electrode face (x = x_min). Its region
-  is {f_h > 0.5} for f = eta with the vertices of the other (isolated) metal set to 0: the
-  P1 superlevel set, so fronts and areas are resolved below the cell size (the 0.5
-  crossing of a tanh profile is the inflection point, where linear interpolation is best).
-- Lengths are measured from the electrode face, x - x_min.
+- The *connected deposit*: the metal vertices joined, through mesh edges between metal
+  vertices, to a metal vertex on the electrode face (x = x0; scipy's connected
+  components on rank 0). Its region is the P1 superlevel set {f_h > 0.5}, f = eta with
+  the other (isolated) metal's vertices set to 0; fronts and measures of such sets are
+  exact for P1 data (edge crossings, simplex fractions), so they resolve the 0.5 contour
+  below the cell size: it is the tanh's inflection point, where interpolation is best.
 - GB cells: DG0 beta > 0.5 (tagged GBs), or mean vertex beta > 0.5 (smooth P1 beta). GB
-  vertices: vertices of GB cells (DG0), or beta > 0.5 at the vertex (P1).
-- Every GB measure is NaN (null in summary.json) when the mesh has no GB cell;
-  gb_area_share is then 0.
+  vertices: the vertices of GB cells (DG0), or beta > 0.5 at the vertex (P1).
+- "Far from GBs": farther than gb_width / 2 + 2 w from every vertex of a GB cell (so
+  about gb_width + 2 w from a strip's centre line); a cell is far if all its vertices are.
+
+The measures (:class:`Morphology`):
+
+- connected_penetration_m: the largest x - x0 of the connected deposit; 0 without one.
+- gb_penetration_m: the same over GB cells only (0 if no connected metal is in one).
+- planar_advance_m: measure (area / volume) of the connected deposit in far cells over
+  the measure of the far part of the electrode face: a flat layer of thickness a gives a;
+  metal near GBs is left out, a finger inside a grain adds its measure over that face.
+  NaN if no part of the face is far from GBs.
+- gb_metal_share: int beta (eta - eta0)^+ / int (eta - eta0)^+ (vertex quadrature, exact
+  for P1), eta0 = problem.initial_eta at the vertices; NaN while the new metal is below
+  1e-9 of the domain's measure. gb_area_share: int beta / domain measure.
+- branch_count: tips of the connected deposit: its P1 superlevel set rasterised on the
+  mesh cells at pixel w / 2 (larger if the grid would exceed 2^21 pixels), skeletonised
+  (skimage, 2D and 3D); skeleton pixels with exactly one neighbour (8 / 26) whose x - x0
+  exceeds planar_advance_m + 2 w. A flat layer's skeleton ends lie at about a / 2, so it
+  gives 0; one finger 1; a Y 2 (a finger must reach about 2 w + its radius beyond the
+  front to count).
+- gb_phi_i_span_V: max - min of phi (phi_i with two potentials) over GB vertices with
+  eta < 0.5, in V.
+- max_interface_current_density_A_m2: the largest cell-averaged |i| = |sigma_el grad phi|
+  over GB cells whose mean vertex eta is in (0.05, 0.95).
+- isolated_metal_change: (M - M0) / M0, M the measure of the P1 superlevel set of the
+  metal not connected to the electrode, M0 the same for eta0 (or the value passed to the
+  evaluator); NaN if M0 = 0.
+
+The GB measures (gb_penetration_m, gb_metal_share, gb_phi_i_span_V, the interface current)
+are NaN when the mesh has no GB cell, and gb_area_share is 0; the span and the current
+are also NaN when no vertex / cell qualifies. NaN means "not defined for this state":
+summary.json should write it as null (json.dumps alone writes NaN).
 """
 
 from __future__ import annotations
@@ -47,7 +78,8 @@ METAL = 0.5
 #: Cell-mean eta inside which a GB cell is at the metal/GB interface.
 INTERFACE_BAND = (0.05, 0.95)
 #: Planar front: only metal farther than gb_width / 2 + this many interface widths from
-#: every GB vertex counts (a GB finger, its root and its tanh tail stay out).
+#: every GB cell's vertex counts (a GB finger up to twice the GB's width, its root and its
+#: tanh tail stay out).
 PLANAR_MARGIN_WIDTHS = 2.0
 #: Branch tips count beyond planar_advance_m + this many interface widths.
 BRANCH_MARGIN_WIDTHS = 2.0
@@ -59,8 +91,8 @@ MAX_PIXELS = 2**21
 
 @dataclass
 class Morphology:
-    """Morphology measures of one state, SI (2D: areas per metre of depth). See the module
-    docstring for the definitions; NaN means "not defined for this state" (null in JSON)."""
+    """Morphology measures of one state, SI (2D: areas per metre of depth); the module
+    docstring defines each. NaN: not defined for this state (e.g. GB measures without GBs)."""
 
     connected_penetration_m: float
     gb_penetration_m: float
@@ -177,12 +209,9 @@ def raster_map(points: np.ndarray, cells: np.ndarray, pixel: float, max_chunk: i
     inverse = np.linalg.inv((X[:, 1:] - X[:, :1]).transpose(0, 2, 1))
     owner = np.full(int(shape.prod()), -1, dtype=np.int64)
     bary = np.zeros((owner.size, d + 1))
-    bounds = np.searchsorted(np.cumsum(count), np.arange(max_chunk, count.sum() + max_chunk, max_chunk))
-    start = 0
-    for stop in np.unique(np.append(bounds + 1, len(cells))):
-        stop = min(stop, len(cells))
-        ids = np.arange(start, stop)
-        start = stop
+    step = max(1, max_chunk // max(int(count.max(initial=0)), 1))  # cells per chunk
+    for start in range(0, len(cells), step):
+        ids = np.arange(start, min(start + step, len(cells)))
         c = np.repeat(ids, count[ids])
         if not c.size:
             continue
