@@ -249,7 +249,8 @@ def count_branch_tips(image: np.ndarray, origin_x: float, pixel: float, beyond: 
 
 
 class Geometry:
-    """Static data of a simplex mesh for :func:`measure_morphology` (rank 0).
+    """Static data of a simplex mesh (triangles, tetrahedra; P1 fields at its vertices)
+    for :func:`measure_morphology` (rank 0).
 
     ``points`` (N, d) in m, ``cells`` (C, d + 1) vertex indices; beta either per cell
     (``beta_cell``, DG0) or per vertex (``beta_vertex``, P1), or neither (no GBs).
