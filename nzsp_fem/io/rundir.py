@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ..problem import Diagnostics
@@ -184,12 +186,27 @@ def _fmt(value):
     return value
 
 
+def _json_safe(value):
+    """NaN (a measure undefined for this state) as null, numpy scalars as Python numbers:
+    JSON has no NaN, and strict readers reject the bare token."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    number = float(value)
+    return None if math.isnan(number) or math.isinf(number) else number
+
+
 def write_json(path: Path, data: dict, comm) -> None:
     """Atomic write (temp + rename) so a reader never sees half a file."""
     if comm.rank == 0:
         tmp = path.with_suffix(path.suffix + ".tmp")
         try:
-            tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+            tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
             os.replace(tmp, path)
         except OSError:
             tmp.unlink(missing_ok=True)
