@@ -30,7 +30,6 @@ from mpi4py import MPI
 from nzsp_fem.config import parse_config
 from nzsp_fem.io import postprocess
 from nzsp_fem.io.checkpoint_files import verify
-from nzsp_fem.problem import Diagnostics
 from nzsp_fem.run import run_single
 
 COMM = MPI.COMM_WORLD
@@ -57,7 +56,7 @@ def config(cache: Path, **output) -> dict:
 
 #: ``python -c KILLED_CHILD FAULT STEP CONFIG -o OUT``: the CLI with FAULT planted at STEP.
 KILLED_CHILD = r"""
-import os, resource, shutil, signal, sys, time
+import os, resource, shutil, signal, sys
 from pathlib import Path
 from nzsp_fem import cli
 from nzsp_fem.io import checkpoint as ckpt
@@ -70,8 +69,6 @@ real_step, real_write = CoupledSolver.try_step, ckpt._write_fields
 
 def try_step(self, t, dt):
     k = round(t / 1e-6)  # steps done so far
-    if fault == "slow":
-        time.sleep(0.25)
     if k == at and fault == "fill-disk":
         with open(outdir.parent / "ballast", "wb") as f:  # until the file system is full
             try:
@@ -165,8 +162,11 @@ def summary_of(outdir: Path) -> dict:
 def assert_equal_results(got: dict, ref: dict, rtol: float) -> None:
     assert got["status"] == ref["status"] == "completed"
     assert got["steps"] == ref["steps"] == STEPS and got["restarts"] == 1
-    for key in ["t_final"] + Diagnostics.names("summary"):
-        assert got[key] == pytest.approx(ref[key], rel=rtol, abs=1e-15), key
+    # Every physical value of the summary (the run's own bookkeeping differs by design).
+    keys = [k for k, v in ref.items() if isinstance(v, float) and k not in ("wall_time_s",)]
+    assert "t_final" in keys and "integral_eta" in keys and len(keys) > 15
+    for key in keys:
+        assert got[key] == pytest.approx(ref[key], rel=rtol, abs=1e-15, nan_ok=True), key
 
 
 def assert_no_crash_text(r: subprocess.CompletedProcess) -> None:
@@ -358,13 +358,17 @@ def test_second_run_on_a_running_directory_is_refused(base, tmp_path):
     root, cache, ref = base
     cfg = write_config(tmp_path / "run.yaml", cache, checkpoint_every_steps=5, figures=False)
     out = tmp_path / "out"
-    first = start(cfg, out, fault=("slow", 0))
+    first = start(cfg, out)
     try:
         wait_for_checkpoint(first, out, 10)
+        # Paused (it keeps its lock), so that it is surely still running meanwhile.
+        os.kill(first.pid, signal.SIGSTOP)
+        before = sorted(p.name for p in out.rglob("*"))
         for flag in ("--restart", "--overwrite"):
             r = run(cfg, out, flag)
             assert_one_line_error(r, str(out), "in use by another run")
-            assert (out / "checkpoints").is_dir()
+            assert sorted(p.name for p in out.rglob("*")) == before
+        os.kill(first.pid, signal.SIGCONT)
         out_text, err_text = first.communicate(timeout=TIMEOUT)
     finally:
         if first.poll() is None:

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from .offscreen import _die_with_parent
+
 #: Seconds per step unless NZSP_POSTPROCESS_TIME_LIMIT says otherwise.
 TIME_LIMIT_S = 600.0
 #: The child's command; STEP, OUTDIR and the options follow.
@@ -59,6 +61,7 @@ def run_step(step: str, outdir: Path, options: dict, log) -> bool:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # its own process group: a timeout stops all of it
+            preexec_fn=_die_with_parent,  # and it does not outlive a run that is killed meanwhile
         )
     except OSError as err:
         log(f"{label} not written: {err}", 0)

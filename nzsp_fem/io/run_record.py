@@ -221,7 +221,10 @@ class RunRecord:
             f"{run_state['newton_total']} Newton iterations, {summary['wall_time_s']:.1f} s wall",
             0,
         )
-        if self.comm.rank == 0:
+        if reason == "signal" and self.cfg.output.figures:
+            # A batch system that sent SIGTERM sends SIGKILL soon after: leave now.
+            self.log("figures skipped after the signal (nzsp-fem animate DIR makes eta.gif later)", 0)
+        elif self.comm.rank == 0:
             self._postprocess(run_state, summary)
         self.log.close()
         release_directory(self.outdir, self.comm)
