@@ -24,7 +24,7 @@ from .config.protocol import electrode_segments
 from .exit_codes import exit_code
 from .io.figures import plot_comparison, plot_probes
 from .io.output_fields import field_panels
-from .io.protocol_figures import plot_ccd
+from .io.protocol_figures import plot_ccd, plot_penetration
 from .io.run_record import RUN_SUMMARY_KEYS
 from .io.rundir import OutputError, prepare_directory, write_yaml
 from .problem import Diagnostics
@@ -99,7 +99,7 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
         if cfg.protocol is not None:
             write_ccd_figure(outdir, cfg, cases)
             ccd = ", ccd.png"
-        print(f"study written to {outdir}: study.csv, comparison.png, probes.png{ccd}", flush=True)
+        print(f"study written to {outdir}: study.csv, comparison.png, penetration.png, probes.png{ccd}", flush=True)
     return exit_code(all_statuses.values())
 
 
@@ -167,6 +167,15 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
             outdir / "comparison.png",
             title=f"{cfg.name}: {cfg.study.parameter}, {_basis_label(cfg)}",
             contour="eta",
+        )
+
+    series = {label: outdir / d / "timeseries.csv" for d, label, _ in cases if (outdir / d / "timeseries.csv").exists()}
+    if series:
+        plot_penetration(
+            series,
+            outdir / "penetration.png",
+            title=f"{cfg.name}: {cfg.study.parameter}",
+            unit="C/m" if cfg.domain.dim == 2 else "C",
         )
 
     probe_names = [p.name for p in cfg.output.probes]

@@ -98,3 +98,37 @@ def test_cli_reports_the_nucleus_entry_on_one_line(tmp_path):
         timeout=120,
     )
     assert_one_line_error(r, "nuclei.positions.0.0: expected a length, got '0.1 s'")
+
+
+# time.stop_at_charge: the unit depends on the dimension --------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"time": {"stop_at_charge": "-1e-3 C/m"}}, "time.stop_at_charge: expected a positive charge"),
+        ({"time": {"stop_at_charge": 0}}, "time.stop_at_charge: expected a positive charge"),
+        ({"time": {"stop_at_charge": "1 mC"}}, "time.stop_at_charge: expected a charge per length"),
+        ({"time": {"stop_at_charge": "2 s"}}, "time.stop_at_charge: expected a charge per length"),
+        (
+            {"domain": {"dim": 3, "size": ["1 um"] * 3}, "time": {"stop_at_charge": "1e-3 C/m"}},
+            "time.stop_at_charge: expected a charge, got",
+        ),
+        (
+            {"study": {"parameter": "time.stop_at_charge", "values": ["1e-4 C/m", "1e-3 C/m"]}},
+            "study.parameter: cases compare at one common charge",
+        ),
+    ],
+    ids=["negative", "zero", "2d-in-coulomb", "a-time", "3d-in-C/m", "study-varies-it"],
+)
+def test_stop_at_charge_errors(data, expected):
+    """Catches a sign or unit that is not checked against the dimension (C/m in 2D, C in
+    3D), and a study whose cases would stop at different charges."""
+    msg = config_error(data)
+    assert msg.startswith(expected) and "\n" not in msg, msg
+
+
+def test_stop_at_charge_units():
+    assert parse_config({"time": {"stop_at_charge": "1 uC/um"}}).time.stop_at_charge == pytest.approx(1.0)
+    cfg = parse_config({"domain": {"dim": 3, "size": ["1 um"] * 3}, "time": {"stop_at_charge": "2 pC"}})
+    assert cfg.time.stop_at_charge == pytest.approx(2e-12)

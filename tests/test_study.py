@@ -65,7 +65,9 @@ def test_study_outputs(study_dir):
     assert [r["status"] for r in rows] == ["completed", "completed"]
     # Same mesh and microstructure for every case.
     assert len({r["dofs"] for r in rows}) == 1
-    for name in ("comparison.png", "probes.png"):
+    # No time.stop_at_charge: the cases are compared at equal time, and say so.
+    assert [r["comparison"] for r in rows] == ["equal time", "equal time"]
+    for name in ("comparison.png", "probes.png", "penetration.png"):
         data = (study_dir / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     for r in rows:
@@ -187,3 +189,21 @@ def test_outputs_open_in_vtk_and_adios2(study_dir):
         assert steps == 2  # t = 0 and the single output time
         last = reader.read("eta", step_selection=[steps - 1, 1])
         assert np.all(np.isfinite(last)) and last.max() > 0.9
+
+
+@pytest.mark.parametrize(
+    "charge, reason, basis",
+    [
+        (None, None, "equal time"),
+        (1e-4, "charge reached", "equal charge"),
+        (1e-4, "short circuit", "charge not reached"),
+        (1e-4, "t_end reached before time.stop_at_charge", "charge not reached"),
+    ],
+)
+def test_comparison_basis(charge, reason, basis):
+    """study.csv labels each case: a case that ended before the common charge is not
+    silently compared with the others."""
+    from nzsp_fem.study import comparison_basis
+
+    cfg = parse_config({"time": {"stop_at_charge": charge}})
+    assert comparison_basis(cfg, {"reason": reason}) == basis

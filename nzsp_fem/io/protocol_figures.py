@@ -1,6 +1,7 @@
-"""Figures of electrode protocols (matplotlib, no display needed): the cell voltage and the
-current density over time (figures/voltage.png, like Fig. 1a of the paper), and the
-critical current density of a study against its parameter (ccd.png)."""
+"""Figures of electrode protocols and studies (matplotlib, no display needed): the cell
+voltage and the current density over time (figures/voltage.png, like Fig. 1a of the
+paper), the critical current density of a study against its parameter (ccd.png), and a
+study's GB penetration against the charge passed (penetration.png)."""
 
 from __future__ import annotations
 
@@ -147,6 +148,29 @@ def plot_ccd(
     ax.set_ylim(bottom=0)
     ax.grid(True, lw=0.4, alpha=0.5)
     ax.legend(frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_penetration(series: dict[str, Path], path: Path, title: str | None = None, unit: str = "C/m") -> Path:
+    """gb_penetration_m and planar_advance_m (nm) against charge_passed_C, one colour per
+    case (``series``: label -> timeseries.csv): cases compared at equal charge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for k, (label, csv_path) in enumerate(series.items()):
+        data = read_columns(csv_path, ["charge_passed_C", "gb_penetration_m", "planar_advance_m"])
+        q = data["charge_passed_C"]
+        ax.plot(q, data["gb_penetration_m"] * 1e9, "-", color=f"C{k}", lw=1.4, label=f"{label}: GB")
+        ax.plot(q, data["planar_advance_m"] * 1e9, "--", color=f"C{k}", lw=1.0, label=f"{label}: planar")
+    ax.set_xlabel(f"charge passed ({unit})")
+    ax.set_ylabel("position from the electrode (nm)")
+    ax.grid(True, lw=0.4, alpha=0.5)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
