@@ -410,3 +410,14 @@ def test_postprocessing_hang_is_stopped_and_the_run_completes(tmp_workdir, monke
         for step in ("final-figure", "animation"):
             assert (out / f"before-{step}").read_text() == "True"
         assert log.count("not written: stopped at its time limit of 2 s") == 2, log
+
+
+def test_readme_documents_the_output_exit_status():
+    """The exit status of I/O faults is defined once and documented next to 0/2/3/4, and
+    the README says what each fault leaves behind (catches a renumbered status)."""
+    from nzsp_fem.exit_codes import EXIT_OUTPUT
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert EXIT_OUTPUT == 5 and "4 interrupted" in readme
+    assert f"{EXIT_OUTPUT} results could not be written" in readme
+    assert "## When things go wrong" in readme and "KillWait" in readme

@@ -63,8 +63,8 @@ def run_step(step: str, outdir: Path, options: dict, log) -> bool:
             start_new_session=True,  # its own process group: a timeout stops all of it
             preexec_fn=_die_with_parent,  # and it does not outlive a run that is killed meanwhile
         )
-    except OSError as err:
-        log(f"{label} not written: {err}", 0)
+    except OSError as exc:
+        log(f"{label} not written: {exc}", 0)
         return False
     try:
         out, err = proc.communicate(timeout=limit)
