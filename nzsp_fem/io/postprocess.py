@@ -113,7 +113,7 @@ def _voltage(outdir: Path, options: dict) -> None:
 def _animation(outdir: Path, options: dict) -> None:
     from .animation import unclosed_series, write_animation
 
-    for series in unclosed_series(outdir):
+    for series in (p for p in unclosed_series(outdir) if p.name.startswith("nodal")):  # what eta.gif reads
         print(f"animation: fields/{series.name} was not closed (its run was killed): read up to its last complete step")
     path, frames = write_animation(outdir, title=options["title"])
     print(f"animation: {path} ({frames} frames)")

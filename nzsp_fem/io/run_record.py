@@ -33,7 +33,7 @@ from .rundir import (
     write_json,
     write_yaml,
 )
-from .storage import StorageError, describe, is_storage_error
+from .storage import NoSpace, StorageError, describe, is_storage_error
 
 #: summary.json keys about the run itself; the physical ones are Diagnostics.names("summary").
 RUN_SUMMARY_KEYS = [
@@ -63,6 +63,9 @@ class RunRecord:
         self.wall0 = time.perf_counter()
         self.t, self.steps = 0.0, 0
         self.writer = self.table = self.probes = None
+        # A field output refused for lack of space: the checkpoint due at the same step is
+        # still written if it fits (a restart needs it, not the fields), then the run stops.
+        self._deferred: str | None = None
         # The directory as it was made: one removed (or replaced) under the run is noticed.
         self._identity = comm.bcast(_identity(outdir) if comm.rank == 0 else None, root=0)
 
@@ -134,10 +137,11 @@ class RunRecord:
         )
 
     def write_fields(self, t: float) -> None:
-        self._checked(self.writer.write, self.fields.update(), t)
+        if self._deferred is None:
+            self._checked(self.writer.write, self.fields.update(), t, defer=True)
 
     def figure(self, name: str, t: float, initial: bool = False) -> None:
-        if not self.cfg.output.figures:
+        if not self.cfg.output.figures or self._deferred is not None:
             return
         grid = gather_state(self.fields)
         z = nuclei_plane_z(self.problem.poly.nuclei)  # 3D: the maps cut through the nuclei
@@ -157,6 +161,8 @@ class RunRecord:
 
     def step(self, t: float, dt: float, report, diag: Diagnostics, **columns) -> None:
         """One row of timeseries.csv; ``columns``: the protocol's (segment, applied current)."""
+        if self._deferred is not None:
+            self._fail(self._deferred)
         self.t, self.steps = t, self.steps + 1
         row = dict(
             vars(diag),
@@ -189,11 +195,15 @@ class RunRecord:
             self.comm,
             step=run_state["steps"],
         )
+        if self._deferred is not None:
+            self._fail(self._deferred)
 
     # End of run ---------------------------------------------------------------------------
     def close(self, run_state: dict, status: str, reason: str | None, diag: Diagnostics) -> dict:
         """The results (fields, tables, final_state.vtu, summary.json; the final checkpoint
         is already written), then the optional post-processing, which cannot change them."""
+        if self._deferred is not None:
+            self._fail(self._deferred)
         self._checked(self._close_outputs)
         grid = gather_state(self.fields)  # None on ranks other than 0
         self._checked(_save_grid, grid, self.outdir / "final_state.vtu")
@@ -254,10 +264,12 @@ class RunRecord:
             run_step("animation", self.outdir, {"title": self.cfg.name}, self.log)
 
     # Faults ---------------------------------------------------------------------------------
-    def _checked(self, action, *args, optional: str | None = None, **kwargs):
+    def _checked(self, action, *args, optional: str | None = None, defer: bool = False, **kwargs):
         """Run a write on every rank; if it fails on any (or the directory is gone, or
         run.log could not be written), raise StorageError on all. ``optional``: other
-        failures of this write are logged under that text and the run goes on."""
+        failures of this write are logged under that text and the run goes on. ``defer``:
+        a write refused for lack of space (on every rank, before it began) stops the run
+        at the next checkpoint, after writing it, or at the next step."""
         comm = self.comm
         error = comm.bcast(self._gone() if comm.rank == 0 else None, root=0)
         if error:
@@ -265,6 +277,12 @@ class RunRecord:
         result, other = None, None
         try:
             result = action(*args, **kwargs)
+        except NoSpace as err:
+            if defer:
+                self._deferred = str(err)
+                self.log(f"not written: {err}; writing the checkpoint before stopping", 0)
+            else:
+                error = str(err)
         except StorageError as err:
             error = str(err)
         except Exception as err:  # noqa: BLE001 - sorted below, then raised on every rank

@@ -20,6 +20,7 @@ from ..problem import Diagnostics
 from .storage import (
     LOCK_NAME,
     DirectoryInUse,
+    NoSpace,
     StorageError,
     describe,
     keep_alive,
@@ -232,14 +233,16 @@ class FieldWriter:
         self.first: dict[str, int] = {}
 
     def _needed(self, groups: dict[str, list]) -> int:
-        """Bytes the next write may add: 1.5 x the last growth of each series (rank 0
-        measures it), or twice its arrays before the first write. Collective."""
+        """Bytes the next write may add: 1.2 x the last growth of each series (rank 0
+        measures it), or 1.2 x its arrays before the first write. Collective."""
         for name, functions in groups.items():
             if name not in self.first:
                 mesh = functions[0].function_space.mesh
+                # values, node coordinates, connectivity and VTK's per-node/per-cell arrays
                 local = sum(f.x.array.nbytes for f in functions) + 2 * mesh.geometry.x.nbytes
-                self.first[name] = 2 * self.comm.allreduce(local)
-        return sum(int(1.5 * self.growth[n]) if n in self.growth else self.first[n] for n in groups)
+                local += 2 * mesh.geometry.dofmap.nbytes
+                self.first[name] = int(1.2 * self.comm.allreduce(local))
+        return sum(int(1.2 * self.growth[n]) if n in self.growth else self.first[n] for n in groups)
 
     def write(self, groups: dict[str, list], t: float) -> None:
         from dolfinx.io import VTXWriter
@@ -248,14 +251,14 @@ class FieldWriter:
         error = None
         if self.comm.rank == 0:
             try:
-                require_space(self.directory, need, f"the fields at t = {t:.4g} s")
-            except StorageError as err:
-                error = str(err)
+                require_space(self.directory, need, "this output of the fields")
+            except NoSpace as err:
+                error = (NoSpace, str(err))
             except OSError as err:
-                error = describe(err, self.directory)
+                error = (StorageError, describe(err, self.directory))
         error = self.comm.bcast(error, root=0)
         if error:
-            raise StorageError(error)
+            raise error[0](error[1])
         for name, functions in groups.items():
             path = self.directory / f"{name}{self.suffix}.bp"
             try:

@@ -28,6 +28,10 @@ class StorageError(Exception):
     directory, permission): one line naming the path and the cause."""
 
 
+class NoSpace(StorageError):
+    """A write refused before it started because it would not fit: nothing was touched."""
+
+
 #: Objects whose destructor would abort the process (a failed ADIOS2 engine).
 _UNCLOSABLE: list = []
 
@@ -96,7 +100,7 @@ def require_space(path: Path, needed: int, what: str) -> None:
     """Raise StorageError if ``needed`` bytes (plus a margin) do not fit where ``path`` is."""
     free = free_bytes(path)
     if free < needed + MARGIN_BYTES:
-        raise StorageError(
+        raise NoSpace(
             f"{path}: {os.strerror(errno.ENOSPC)} ({what} needs about {_mb(needed + MARGIN_BYTES)}, {_mb(free)} free)"
         )
 
@@ -212,6 +216,7 @@ class DirectoryInUse(Exception):
 
 __all__ = [
     "StorageError",
+    "NoSpace",
     "DirectoryInUse",
     "describe",
     "is_storage_error",
