@@ -18,7 +18,6 @@ from .parameters import (
     capped_metal_conductivity,
     diffusivity,
     ionic_conductivity,
-    nernst_einstein_diffusivity,
     thermal_voltage,
     time_scale,
 )
@@ -89,13 +88,6 @@ class Scaling:
             m.grain.electronic_conductivity / self.conductivity,
             m.grain_boundary.electronic_conductivity / self.conductivity,
         )
-
-    def nernst_einstein_factor(self) -> float:
-        """D/sigma of Nernst-Einstein in scaled units: D t0/l0^2 = factor x sigma/sigma_SE.
-
-        Single-ion transport multiplies the charge equation's own mixed conductivity by
-        this, so the migration flux at c = 1 is exactly the ionic current over n F c0."""
-        return nernst_einstein_diffusivity(self.conductivity, self.cfg) * self.time / self.length**2
 
     def coupling(self) -> float:
         """W/(c_m R T): the phase-field energy density per mole of Na, in units of RT

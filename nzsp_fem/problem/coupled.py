@@ -205,16 +205,19 @@ class CoupledProblem:
             # Conductivities follow the metal-first rule whatever materials.mixing says: with
             # the paper's rule a dendrite inside a GB would keep the GB's (tiny) electronic
             # conductivity and stop conducting electrons.
-            self.sigma_el = mix(sc.ionic_conductivities(), eta, self.beta, "metal-first")
-            self.sigma_e = mix(sc.electronic_conductivities(), eta, self.beta, "metal-first")
+            conductivity_rule = "metal-first"
+            self.sigma_el = mix(sc.ionic_conductivities(), eta, self.beta, conductivity_rule)
+            self.sigma_e = mix(sc.electronic_conductivities(), eta, self.beta, conductivity_rule)
         else:
-            self.sigma_el = mix(sc.conductivities(), eta, self.beta, cfg.materials.mixing)
+            conductivity_rule = cfg.materials.mixing
+            self.sigma_el = mix(sc.conductivities(), eta, self.beta, conductivity_rule)
             self.sigma_e = None
 
         if cfg.materials.transport == "single-ion":
-            # D from the very conductivity the charge equation uses, so c = 1 solves
-            # Nernst-Planck exactly wherever it holds initially (docs/model.md, Transport).
-            D = sc.nernst_einstein_factor() * self.sigma_el
+            # Each phase's D is Nernst-Einstein of its conductivity in the charge equation,
+            # mixed by the same (linear) rule: D = factor x sigma_el pointwise, so c = 1
+            # solves Nernst-Planck exactly (docs/model.md, "Transport and the comparison basis").
+            D = mix(sc.diffusivity(), eta, self.beta, conductivity_rule)
         else:
             D = mix(sc.diffusivity(), eta, self.beta, cfg.materials.mixing)
         grad_c = c * ufl.grad(raw.c) if self.log_c else ufl.grad(raw.c)
