@@ -69,6 +69,7 @@ real_step, real_write = CoupledSolver.try_step, ckpt._write_fields
 
 def try_step(self, t, dt):
     k = round(t / 1e-6)  # steps done so far
+    CoupledSolver.t_last = k + 1
     if k == at and fault == "fill-disk":
         with open(outdir.parent / "ballast", "wb") as f:  # until the file system is full
             try:
@@ -84,6 +85,17 @@ def try_step(self, t, dt):
         limit = (outdir / "fields" / "nodal.bp" / "data.0").stat().st_size
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     return real_step(self, t, dt)
+
+if fault == "no-room-for-fields":
+    from nzsp_fem.io import rundir, storage
+
+    def require_space(path, needed, what):
+        if "fields" in what and CoupledSolver.t_last >= at - 0.5:
+            raise storage.NoSpace(f"{path}: No space left on device (simulated)")
+
+    rundir.require_space = require_space
+CoupledSolver.t_last = 0.0
+
 
 def write_fields(path, *a, **kw):
     real_write(path, *a, **kw)
@@ -312,6 +324,29 @@ def test_full_disk_is_one_line_and_restart_resumes_after_freeing_space(base, tmp
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.serial
+def test_full_disk_at_an_output_time_still_writes_its_checkpoint(base, tmp_path):
+    """The 10 us output of the fields refused for lack of space (simulated at the free-
+    space check, with checkpoint_every_steps 0): the checkpoint due at that output time,
+    which a restart needs, is still written; exit 5 naming checkpoint-10 as intact, and
+    --restart resumes from it. Catches a run that stops at the refused fields output and
+    leaves nothing to resume from (the 2 MB demo wrote no checkpoint)."""
+    root, cache, ref = base
+    cfg = write_config(tmp_path / "run.yaml", cache, checkpoint_every_steps=0, figures=False)
+    out = tmp_path / "out"
+    r = run(cfg, out, fault=("no-room-for-fields", 10))
+    assert_no_crash_text(r)
+    assert r.returncode == 5, r.stdout + r.stderr
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and "No space left on device" in line, r.stderr
+    assert "checkpoints/checkpoint-10 is intact" in line, line
+    assert verify(out / "checkpoints" / "checkpoint-10") is None
+    r = run(cfg, out, "--restart")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "restarted from checkpoint-10:" in (out / "run.log").read_text()
+    assert_equal_results(summary_of(out), ref, 1e-9)
 
 
 @pytest.mark.serial
