@@ -329,10 +329,11 @@ class RunRecord:
         if "removed (or replaced)" in error:
             return ""
         ckpt.discard_unfinished(self.checkpoints)  # its space back; it was never complete
-        latest = ckpt.latest_checkpoint(self.checkpoints)
-        if latest is None:
-            return "; no checkpoint was written: rerun with --overwrite once this is fixed"
-        return f"; {latest.relative_to(self.outdir)} is intact: rerun with --restart once this is fixed"
+        # Checked, not assumed: the one the pointer names may be one a restart passed over.
+        for found in ckpt.restart_candidates(self.checkpoints):
+            if ckpt.verify(found) is None:
+                return f"; {found.relative_to(self.outdir)} is intact: rerun with --restart once this is fixed"
+        return "; no checkpoint was written: rerun with --overwrite once this is fixed"
 
 
 def _identity(path: Path):
