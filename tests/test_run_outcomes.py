@@ -255,6 +255,10 @@ def test_timeseries_columns_and_values(completed):
     # empty where no estimate applies (no earlier step to extrapolate from); its own tests
     estimate = data.pop("error_estimate")
     assert np.all(estimate[np.isfinite(estimate)] >= 0)
+    # Null by definition here (README, morphology measures): no metal was isolated at the
+    # start, and the GB (x = 0.2 um, parallel to the electrode) has no metal interface.
+    assert np.all(np.isnan(data.pop("isolated_metal_change")))
+    assert np.all(np.isnan(data.pop("max_interface_current_density_A_m2")))
     assert all(np.all(np.isfinite(v)) for v in data.values())
     np.testing.assert_allclose(data["cell_voltage_V"], -0.45, rtol=1e-12)
     newton = data["newton_iterations"]
