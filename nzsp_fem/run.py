@@ -186,6 +186,9 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
             record.step(t, dt, report, diag, charge_passed_C=state["charge_C"], **protocol.columns(segment))
             elapsed = time.perf_counter() - record.wall0
             remaining = elapsed / t * (cfg.time.t_end - t) if t > 0 else math.inf
+            if target_charge is not None and state["charge_C"] > 0:
+                # A run that stops on charge ends long before t_end: estimate by charge.
+                remaining = min(remaining, elapsed / state["charge_C"] * (target_charge - state["charge_C"]))
             log(
                 f"step {state['steps']:5d} t={t:.4e}/{cfg.time.t_end:.3e} s dt={dt:.2e} "
                 f"newton={report.newton_iterations:2d} linear={report.linear_iterations:3d} "
