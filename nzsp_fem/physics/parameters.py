@@ -67,10 +67,14 @@ def diffusivity(cfg: Config, phase: str) -> float:
     """D of 'metal', 'grain' or 'grain_boundary', after the transport option.
 
     Single-ion transport: Nernst-Einstein of the phase's conductivity in the charge equation
-    (the solver mixes D exactly as that conductivity, so this is each phase's pure value)."""
+    (the solver mixes D exactly as that conductivity, so this is each phase's pure value),
+    except the metal's with one potential."""
     m = cfg.materials
     ph = getattr(m, phase)
-    if m.transport == "single-ion":
+    # With one potential the metal's conductivity is electronic: its Na+ D stays its own
+    # (Nernst-Einstein of 2500 S/m would be a Boltzmann factor of e^17 across the metal).
+    metal_own = phase == "metal" and cfg.electrochemistry.potentials == "single"
+    if m.transport == "single-ion" and not metal_own:
         return nernst_einstein_diffusivity(ionic_conductivity(cfg, phase), cfg)
     if m.transport == "nernst-einstein" and phase != "metal":
         return nernst_einstein_diffusivity(ph.conductivity, cfg)
