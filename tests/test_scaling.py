@@ -58,10 +58,27 @@ def test_transport_option_uses_nernst_einstein_for_electrolyte_only():
     assert math.isclose(diffusivity(ne, "grain"), 0.1 * per_siemens, rel_tol=1e-12)
     assert math.isclose(diffusivity(ne, "grain_boundary"), 0.25 * per_siemens, rel_tol=1e-12)
     assert diffusivity(ne, "metal") == 1.5e-16
-    ind = parse_config({})
+    ind = parse_config({"materials": {"transport": "independent"}})
     assert diffusivity(ind, "grain") == 1.5e-14
     assert diffusivity(ind, "grain_boundary") == 1.5e-14
     assert diffusivity(ind, "metal") == 1.5e-16
+
+
+def test_single_ion_transport_follows_the_charge_equations_conductivity():
+    """single-ion (the default): every phase's D is Nernst-Einstein of its conductivity in the
+    charge equation: grain 0.1 S/m, GB 0.25 S/m, and with two potentials the metal's ionic
+    floor, 1e-3 x 0.1 S/m; with one potential the metal keeps Table 1's D_DE (its
+    conductivity there is electronic). Catches D_metal from the metal's 1e7 S/m, the
+    floor ignored, or the default left at Table 1's inconsistent D."""
+    per_siemens = R * 298.15 / (F**2 * 1e4)
+    two = parse_config({})
+    assert two.materials.transport == "single-ion"
+    assert math.isclose(diffusivity(two, "grain"), 0.1 * per_siemens, rel_tol=1e-12)
+    assert math.isclose(diffusivity(two, "grain_boundary"), 0.25 * per_siemens, rel_tol=1e-12)
+    assert math.isclose(diffusivity(two, "metal"), 1e-4 * per_siemens, rel_tol=1e-12)
+    one = parse_config({"electrochemistry": {"potentials": "single"}})
+    assert math.isclose(diffusivity(one, "grain"), 0.1 * per_siemens, rel_tol=1e-12)
+    assert diffusivity(one, "metal") == 1.5e-16
 
 
 def hand_groups(
@@ -118,7 +135,8 @@ def test_scaling_groups_table1_defaults():
     Catches: t0 = L_eta instead of 1/L_eta (L W t0 = 0.0216), l0 not squared, V_T = F/RT,
     n or c_m missing from the charge source, t0 multiplied instead of divided there.
     """
-    s = Scaling(parse_config({}))
+    # Table 1's own D (independent transport): the hand values below are Table 1's.
+    s = Scaling(parse_config({"materials": {"transport": "independent"}}))
     expected = hand_groups(l0=1e-6, t0=1 / 0.6)
     # The numbers in the docstring, to 4-5 digits: the hand formulas themselves are right.
     for key, approx in (
