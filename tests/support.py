@@ -86,3 +86,18 @@ class FixedSteps:
         V = self.pb.subspaces[name][0]
         n = V.dofmap.index_map.size_local
         return V.tabulate_dof_coordinates()[:n] * self.pb.scaling.length, self.pb.physical_values(name)[:n]
+
+
+def tiny_bicrystal(cache) -> dict:
+    """The small run several test files share: a 0.4 x 0.2 um bicrystal (vertical GB at
+    x = 0.2 um) with a 40 nm nucleus on the left electrode, no mechanics, fixed 1 us steps
+    (t_end and outputs are each test's own)."""
+    return {
+        "domain": {"size": ["0.4 um", "0.2 um"]},
+        "microstructure": {"grains": 2, "seeds": [["0.1 um", "0.1 um"], ["0.3 um", "0.1 um"]]},
+        "mesh": {"size_grain": "40 nm", "size_gb": "25 nm", "size_nucleus": "30 nm", "cache_dir": str(cache)},
+        "nuclei": {"positions": [[0, "0.1 um"]], "radius": "40 nm"},
+        "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
+        "mechanics": {"enabled": False},
+        "time": {"dt_initial": "1 us", "dt_max": "1 us"},
+    }

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from support import assert_one_line_error, child_environment
+from support import assert_one_line_error, child_environment, merge, tiny_bicrystal
 
 from mpi4py import MPI
 
@@ -40,18 +40,15 @@ TIMEOUT = 240
 
 
 def config(cache: Path, **output) -> dict:
-    return {
-        "name": "faults",
-        "domain": {"size": ["0.4 um", "0.2 um"]},
-        "microstructure": {"grains": 2, "seeds": [["0.1 um", "0.1 um"], ["0.3 um", "0.1 um"]]},
-        "mesh": {"size_grain": "40 nm", "size_gb": "25 nm", "size_nucleus": "30 nm", "cache_dir": str(cache)},
-        "nuclei": {"positions": [[0, "0.1 um"]], "radius": "40 nm"},
-        "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
-        "mechanics": {"enabled": False},
-        "time": {"t_end": f"{STEPS} us", "dt_initial": "1 us", "dt_max": "1 us", "n_outputs": 4},
-        "solver": {"rtol": 1e-12, "atol": 1e-10},
-        "output": {"verbosity": 0} | output,
-    }
+    return merge(
+        tiny_bicrystal(cache),
+        {
+            "name": "faults",
+            "time": {"t_end": f"{STEPS} us", "n_outputs": 4},
+            "solver": {"rtol": 1e-12, "atol": 1e-10},
+            "output": {"verbosity": 0} | output,
+        },
+    )
 
 
 #: ``python -c KILLED_CHILD FAULT STEP CONFIG -o OUT``: the CLI with FAULT planted at STEP.
