@@ -52,10 +52,11 @@ def child_environment() -> dict:
     return env
 
 
-def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str) -> None:
-    """Exit 2 with one 'nzsp-fem: error: ...' line naming the problem, and no traceback."""
+def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str, status: int = 2) -> None:
+    """Exit ``status`` (2: bad input) with one 'nzsp-fem: error: ...' line naming the problem,
+    and no traceback."""
     both = r.stdout + r.stderr
-    assert r.returncode == 2, both
+    assert r.returncode == status, both
     assert "Traceback" not in both, both
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nzsp-fem: error: "), r.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import child_environment
+from support import child_environment, merge, tiny_bicrystal
 
 from mpi4py import MPI
 
@@ -29,19 +29,16 @@ US = 1e-6
 
 
 def config(cache: Path, **output) -> dict:
-    return {
-        "name": "outputs",
-        "domain": {"size": ["0.4 um", "0.2 um"]},
-        "microstructure": {"grains": 2, "seeds": [["0.1 um", "0.1 um"], ["0.3 um", "0.1 um"]]},
-        "mesh": {"size_grain": "40 nm", "size_gb": "25 nm", "size_nucleus": "30 nm", "cache_dir": str(cache)},
-        "nuclei": {"positions": [[0, "0.1 um"]], "radius": "40 nm"},
-        "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
-        "mechanics": {"enabled": False},
-        "time": {"t_end": "6 us", "dt_initial": "1 us", "dt_max": "1 us", "n_outputs": 3},
-        # the periodic defaults, written out: neither is due in 6 steps
-        "output": {"checkpoint_every_steps": 100, "checkpoint_every_minutes": 30, "figures": False, "verbosity": 0}
-        | output,
-    }
+    return merge(
+        tiny_bicrystal(cache),
+        {
+            "name": "outputs",
+            "time": {"t_end": "6 us", "n_outputs": 3},
+            # the periodic defaults, written out: neither is due in 6 steps
+            "output": {"checkpoint_every_steps": 100, "checkpoint_every_minutes": 30, "figures": False, "verbosity": 0}
+            | output,
+        },
+    )
 
 
 @pytest.fixture(scope="module")

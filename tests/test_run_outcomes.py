@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from support import assert_one_line_error, child_environment
+from support import assert_one_line_error, child_environment, merge, tiny_bicrystal
 
 from mpi4py import MPI
 
@@ -95,17 +95,14 @@ def _deep_update(data: dict, changes: dict) -> dict:
 def tiny(cache: Path, **changes) -> dict:
     """A 4 us run on a 0.4 x 0.2 um bicrystal with a 40 nm nucleus on the left electrode;
     fixed dt = 1 us, no mechanics, no figures, no checkpoints but the final one."""
-    data = {
-        "name": "tiny",
-        "domain": {"size": ["0.4 um", "0.2 um"]},
-        "microstructure": {"grains": 2, "seeds": [["0.1 um", "0.1 um"], ["0.3 um", "0.1 um"]]},
-        "mesh": {"size_grain": "40 nm", "size_gb": "25 nm", "size_nucleus": "30 nm", "cache_dir": str(cache)},
-        "nuclei": {"positions": [[0, "0.1 um"]], "radius": "40 nm"},
-        "phase_field": {"gradient_coefficient": "7.2e-10 J/m"},
-        "mechanics": {"enabled": False},
-        "time": {"t_end": "4 us", "dt_initial": "1 us", "dt_max": "1 us", "n_outputs": 1},
-        "output": {"figures": False, "verbosity": 0, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0},
-    }
+    data = merge(
+        tiny_bicrystal(cache),
+        {
+            "name": "tiny",
+            "time": {"t_end": "4 us", "n_outputs": 1},
+            "output": {"figures": False, "verbosity": 0, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0},
+        },
+    )
     return _deep_update(copy.deepcopy(data), changes)
 
 
