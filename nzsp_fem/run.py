@@ -201,8 +201,8 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
                 if cfg.output.figures_at_output_times and not controller.finished(t):
                     record.figure(f"fields_t{t:.4e}.png", t)
             if target_charge is not None and state["charge_C"] >= target_charge * (1 - _CHARGE_TOL):
-                reason = "charge reached"
-                log(f"charge reached: {state['charge_C']:.6g} {_charge_unit(problem.dim)} at t={t:.6e} s", 0)
+                reason = CHARGE_REACHED
+                log(f"charge reached: {state['charge_C']:.6g} {charge_unit(problem.dim)} at t={t:.6e} s", 0)
                 break
             if shorted and cfg.time.stop_at_short_circuit:
                 reason = "short circuit"
@@ -233,7 +233,7 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
         reason = "t_end reached before time.stop_at_charge"
         log(
             f"warning: t_end reached with {state['charge_C']:.4g} of {target_charge:.4g} "
-            f"{_charge_unit(problem.dim)} passed; raise time.t_end to reach the charge",
+            f"{charge_unit(problem.dim)} passed; raise time.t_end to reach the charge",
             0,
         )
     if reason is not None and not controller.is_output_time(state["t"]):
@@ -247,9 +247,12 @@ def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) 
 
 # A target charge counts as reached within this fraction (round-off of the landing step).
 _CHARGE_TOL = 1e-9
+#: summary.json's reason for a run that stopped at time.stop_at_charge (studies read it).
+CHARGE_REACHED = "charge reached"
 
 
-def _charge_unit(dim: int) -> str:
+def charge_unit(dim: int) -> str:
+    """The unit of charge_passed_C: per metre of depth in 2D."""
     return "C/m" if dim == 2 else "C"
 
 

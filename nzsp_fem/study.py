@@ -28,7 +28,7 @@ from .io.protocol_figures import plot_ccd, plot_penetration
 from .io.run_record import RUN_SUMMARY_KEYS
 from .io.rundir import OutputError, prepare_directory, write_yaml
 from .problem import Diagnostics
-from .run import run_single
+from .run import CHARGE_REACHED, charge_unit, run_single
 
 #: study.csv columns after the case and the parameter value
 SUMMARY_COLUMNS = [k for k in RUN_SUMMARY_KEYS if k not in ("reason", "restarts")] + Diagnostics.names("summary")
@@ -108,7 +108,7 @@ def comparison_basis(cfg: Config, summary: dict) -> str:
     at the study's time.stop_at_charge, "equal time" without one, else why it did not."""
     if cfg.time.stop_at_charge is None:
         return "equal time"
-    if summary.get("reason") == "charge reached":
+    if summary.get("reason") == CHARGE_REACHED:
         return "equal charge"
     return "charge not reached"
 
@@ -175,7 +175,7 @@ def write_study_figures(outdir: Path, cfg: Config, cases) -> None:
             series,
             outdir / "penetration.png",
             title=f"{cfg.name}: {cfg.study.parameter}",
-            unit="C/m" if cfg.domain.dim == 2 else "C",
+            unit=charge_unit(cfg.domain.dim),
         )
 
     probe_names = [p.name for p in cfg.output.probes]
@@ -219,5 +219,5 @@ def _basis_label(cfg: Config) -> str:
     charge = cfg.time.stop_at_charge
     if charge is None:
         return f"at equal time t = {cfg.time.t_end:.3g} s"
-    unit = "C/m" if cfg.domain.dim == 2 else "C"
+    unit = charge_unit(cfg.domain.dim)
     return f"at equal charge Q = {charge:.3g} {unit}"
