@@ -231,7 +231,7 @@ def test_bad_geometry_raises(cache_root):
         (dict(seeds=((0.5e-6, 0.5e-6), (2.1e-6, 0.5e-6))), r"microstructure\.seeds"),
         (dict(n_grains=0), r"microstructure\.grains"),
         (dict(h_grain=-1e-9), r"mesh\.size_grain must be positive"),
-        (dict(size=(1e-6, 1e-6, 1e-6)), r"microstructure\.gb_representation"),
+        (dict(representation="diffuse"), r"microstructure\.gb_representation must be 'tagged' or 'smooth'"),
     ]
     for change, pattern in cases:
         spec = dataclasses.replace(SPEC2D, **change)

@@ -1,4 +1,4 @@
-"""gmsh models of the polycrystal (2D tagged GB strips, 2D/3D smooth), size fields, the
+"""gmsh models of the polycrystal (tagged GB strips in 2D and slabs in 3D, smooth), size fields, the
 atomic .msh cache and loading into DOLFINx (mesh generated on rank 0, read on all)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .spec import (
     spec_key,
     validate,
 )
-from .voronoi import VoronoiGeometry, order_polygon, shrunk_grains, voronoi_geometry
+from .voronoi import Polyhedron, VoronoiGeometry, order_polygon, shrunk_grains, shrunk_polyhedra, voronoi_geometry
 
 # --------------------------------------------------------------------------- gmsh
 
@@ -211,6 +211,81 @@ def _boundary_curves_by_face(gmsh, box: np.ndarray) -> dict[int, list[int]]:
     return {f: sorted(c) for f, c in out.items()}
 
 
+def _occ_polyhedron(occ, poly: Polyhedron) -> int:
+    """An OCC volume bounded by the planar faces of a convex polyhedron (shared edges)."""
+    pts = [occ.addPoint(*map(float, x)) for x in poly.vertices]
+    lines: dict[tuple[int, int], int] = {}
+
+    def line(a: int, b: int) -> int:
+        key = (min(a, b), max(a, b))
+        if key not in lines:
+            lines[key] = occ.addLine(pts[key[0]], pts[key[1]])
+        return lines[key]
+
+    faces = []
+    for f in poly.faces:
+        loop = occ.addCurveLoop([line(int(f[k]), int(f[(k + 1) % len(f)])) for k in range(len(f))])
+        faces.append(occ.addPlaneSurface([loop]))
+    return occ.addVolume([occ.addSurfaceLoop(faces)])
+
+
+def _build_tagged_3d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.ndarray) -> None:
+    """OCC: the box fragmented with the shrunk grains (convex polyhedra built from their
+    vertices and faces); what is left of the box is the network of GB slabs."""
+    occ = gmsh.model.occ
+    w = spec.gb_width / spec.length_scale
+    grains = [_occ_polyhedron(occ, poly) for poly in shrunk_polyhedra(geo, 0.5 * w, spec.length_scale)]
+    box = occ.addBox(0.0, 0.0, 0.0, *map(float, geo.box))
+    _, out_map = occ.fragment([(3, box)], [(3, v) for v in grains])
+    occ.synchronize()
+    grain_vols = []
+    for i in range(geo.n):
+        pieces = [t for d, t in out_map[1 + i] if d == 3]
+        if len(pieces) != 1:
+            raise MeshError(f"internal error: grain {i + 1} became {len(pieces)} volumes in the OCC fragment")
+        grain_vols.append(pieces[0])
+    taken = set(grain_vols)
+    gb_vols = sorted({t for d, t in out_map[0] if d == 3} - taken)
+    # sanity: the centre of mass of each grain volume lies in its own Voronoi cell
+    owner = cKDTree(geo.seeds).query([occ.getCenterOfMass(3, t) for t in grain_vols])[1]
+    if not np.array_equal(owner, np.arange(geo.n)):
+        raise MeshError("internal error: grain volumes do not match their Voronoi cells")
+    if geo.n > 1 and not gb_vols:
+        raise MeshError("internal error: no GB volume left after the OCC fragment")
+    for i, t in enumerate(grain_vols):
+        gmsh.model.addPhysicalGroup(3, [t], i + 1, name=f"grain_{i + 1}")
+    if gb_vols:
+        gmsh.model.addPhysicalGroup(3, gb_vols, GB_TAG, name="gb")
+    on_face = _boundary_surfaces_by_face(gmsh, geo.box, w)
+    for face, surfs in on_face.items():
+        gmsh.model.addPhysicalGroup(2, surfs, face, name=FACE_NAMES[face])
+    # refine on both faces of each slab: the slab (d < w/2 from the grain faces) and w/2 beyond
+    boundary = {t for ts in on_face.values() for t in ts}
+    band_faces = sorted(
+        {abs(t) for _, t in gmsh.model.getBoundary([(3, v) for v in grain_vols], combined=False, oriented=False)}
+        - boundary
+    )
+    longest = max(
+        (float(np.ptp(np.reshape(occ.getBoundingBox(2, t), (2, 3)), axis=0).max()) for t in band_faces), default=1.0
+    )
+    _size_fields(gmsh, spec, 3, band_faces, 0.5 * w, nuclei, _sampling(longest, spec.h_gb / spec.length_scale))
+
+
+def _boundary_surfaces_by_face(gmsh, box: np.ndarray, w: float) -> dict[int, list[int]]:
+    """Surfaces lying on the box faces x=0, x=Lx, y=0, ... (inside a thin slab around each)."""
+    eps = 1e-3 * w  # an interior surface reaches further from a face than this
+    out = {}
+    for axis in range(3):
+        for side in range(2):
+            lo = [-eps] * 3
+            hi = [float(b) + eps for b in box]
+            lo[axis] = side * float(box[axis]) - eps
+            hi[axis] = side * float(box[axis]) + eps
+            found = gmsh.model.getEntitiesInBoundingBox(*lo, *hi, dim=2)
+            out[2 * axis + side + 1] = sorted(t for _, t in found)
+    return out
+
+
 def _build_smooth(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.ndarray) -> None:
     """Built-in kernel, conforming Voronoi cells from shared vertices/edges/faces."""
     g = gmsh.model.geo
@@ -309,7 +384,9 @@ def _generate(
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.msh")
     with _gmsh_model(f"polycrystal-{path.stem}", verbose) as (gmsh, set_option):
         _mesh_options(set_option, spec.h_grain / spec.length_scale)
-        if spec.representation == "tagged":
+        if spec.representation == "tagged" and geo.dim == 3:
+            _build_tagged_3d(gmsh, spec, geo, nuclei)
+        elif spec.representation == "tagged":
             _build_tagged_2d(gmsh, spec, geo, nuclei)
         else:
             _build_smooth(gmsh, spec, geo, nuclei)

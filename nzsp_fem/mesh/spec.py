@@ -19,12 +19,14 @@ GB region. A point ``x`` of grain ``i`` has GB distance
 (see :func:`gb_distance`). This is the Euclidean distance to the GB network away from
 junctions and the "mitred" offset near them. The GB region is ``{d < gb_width / 2}``:
 
-* ``"tagged"`` (2D): each grain is shrunk by ``gb_width / 2`` from its interior edges
-  (box clipped by the shifted bisector half-planes of its neighbours), fragmented with the
-  box in gmsh OCC; what is left of the box is the GB strip network, cell tag ``GB_TAG``.
-  Strips therefore join without gaps at triple junctions; their area is
-  ``gb_length * gb_width - (gb_width/2)**2 * sum over junction corners of cot(angle/2)``
-  (about ``0.43 gb_width**2`` per 120 degree triple junction).
+* ``"tagged"`` (2D, 3D): each grain is shrunk by ``gb_width / 2`` from its interior edges
+  (2D) or faces (3D): the box clipped by the shifted bisector half-planes (half-spaces) of
+  its neighbours, convex because a Voronoi cell is. The shrunk grains are fragmented with
+  the box in gmsh OCC; what is left of the box is the GB strip (slab) network, cell tag
+  ``GB_TAG``. Strips therefore join without gaps at triple junctions (lines); in 2D their
+  area is ``gb_length * gb_width - (gb_width/2)**2 * sum over junction corners of
+  cot(angle/2)`` (about ``0.43 gb_width**2`` per 120 degree triple junction), in 3D the
+  same deficit per unit length of triple line, less O(gb_width**3) at quadruple points.
 * ``"smooth"`` (2D, 3D): the mesh conforms to the Voronoi cells (GB lines/faces are mesh
   entities, built in the gmsh built-in kernel from the shared Voronoi vertices, edges and
   faces) and :func:`gb_indicator` gives ``beta = 0.5 (1 - tanh((d - w/2) / (w/4)))``.
@@ -114,7 +116,7 @@ class PolycrystalSpec:
     nuclei: tuple[tuple[float, ...], ...] | None  # None: one per grain at its centroid
     nucleus_radius: float
     length_scale: float = 1e-6
-    # "tagged": GB strips are their own cells (2D only); "smooth": beta from distance.
+    # "tagged": GB strips (2D) or slabs (3D) are their own cells; "smooth": beta from distance.
     representation: str = "tagged"
     # A labelled grain image (nzsp_fem/mesh/image.py) replaces the Voronoi grains.
     image: str | None = None
@@ -219,10 +221,6 @@ def validate(spec: PolycrystalSpec) -> None:
     dim = spec.dim
     if spec.representation not in ("tagged", "smooth"):
         raise MeshError(f"{k['representation']} must be 'tagged' or 'smooth', got {spec.representation!r}")
-    if dim == 3 and spec.representation == "tagged":
-        raise MeshError(
-            f"{k['representation']} = 'tagged' is 2D only (thin 3D GB layers are too costly); use 'smooth' in 3D"
-        )
     for i, s in enumerate(spec.size):
         if not s > 0:
             raise MeshError(f"{k['size']}[{i}] must be positive, got {format_length(s)}")
@@ -321,11 +319,10 @@ def spec_key(spec: PolycrystalSpec) -> str:
 
 
 def spec_from_config(cfg: Config) -> PolycrystalSpec:
-    """The mesh inputs of a run config (3D GBs are always the smooth beta field)."""
+    """The mesh inputs of a run config."""
     ms, mh, nu = cfg.microstructure, cfg.mesh, cfg.nuclei
     nuclei = None if nu.positions == "grain_centres" else tuple(tuple(p) for p in nu.positions)
     seeds = None if ms.seeds is None else tuple(tuple(s) for s in ms.seeds)
-    representation = ms.gb_representation if cfg.domain.dim == 2 else "smooth"
     return PolycrystalSpec(
         size=tuple(cfg.domain.size),
         n_grains=ms.grains,
@@ -338,7 +335,7 @@ def spec_from_config(cfg: Config) -> PolycrystalSpec:
         nuclei=nuclei,
         nucleus_radius=nu.radius,
         length_scale=cfg.scales.length,
-        representation=representation,
+        representation=ms.gb_representation,
         image=ms.image,
         pixel_size=ms.pixel_size,
         junction_nuclei=nu.at_electrode_junctions,
