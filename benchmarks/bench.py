@@ -158,8 +158,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--configs",
         default=None,
-        help="comma-separated repository configs to measure as they are (paper, demo3d; default: both in a "
-        "full run, none with --quick)",
+        help="comma-separated repository configs to measure as they are (paper, demo3d, demo3d-tagged; "
+        "default: all in a full run, none with --quick)",
     )
     p.add_argument("--timeout", type=float, default=1800, help="per-case time limit in s (default 1800)")
     p.add_argument("--output-dir", help="where performance.md/.csv go (default docs/, --quick: <scratch dir>/quick)")

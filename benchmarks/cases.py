@@ -93,7 +93,14 @@ def shown_path(path) -> str:
 # Whole configurations of the repository, measured as they are (their own mesh), per preset
 # and rank count, for a few fixed steps from the start: the cost of one Newton iteration
 # against the Poisson baseline on the same mesh, at the paper case's and the 3D demo's size.
-CONFIG_CASES = {"paper": "configs/paper/microstructure.yaml", "demo3d": "configs/demo3d.yaml"}
+CONFIG_CASES = {
+    "paper": "configs/paper/microstructure.yaml",
+    "demo3d": "configs/demo3d.yaml",
+    "demo3d-tagged": "configs/demo3d.yaml",
+}
+# Keys changed on top of a config case's file: the 3D demo with tagged GB slabs next to
+# its smooth GBs, so the two rows differ only in the GB representation.
+CONFIG_OVERRIDES: dict[str, dict] = {"demo3d-tagged": {"microstructure.gb_representation": "tagged"}}
 CONFIG_STEPS = 2
 CONFIG_DT = 2e-6  # s: inside the reaction ramp, where every config converges from t = 0
 
@@ -123,6 +130,8 @@ def case_config(case: dict):
 
         cfg = load_config(REPO / CONFIG_CASES[case["config"]])
         cfg = with_value(cfg, "mesh.cache_dir", str(case.get("mesh_cache", SCRATCH / "meshes")))
+        for key, value in CONFIG_OVERRIDES.get(case["config"], {}).items():
+            cfg = with_value(cfg, key, value)
         return with_value(cfg, "solver.preset", case["preset"])
     data = json.loads(json.dumps(BASE_CASE))
     f = float(case["h_factor"])

@@ -692,7 +692,11 @@ def write_reports(
 def config_section(results: list[dict]) -> str:
     """The repository's own configs measured as they are: Newton cost against Poisson on
     the same mesh, per preset and rank count, and 1 -> 2 rank efficiency."""
-    from .cases import CONFIG_CASES, CONFIG_DT, CONFIG_STEPS
+    from .cases import CONFIG_CASES, CONFIG_DT, CONFIG_OVERRIDES, CONFIG_STEPS
+
+    def shown(name: str) -> str:
+        over = "".join(f" + {k}: {v}" for k, v in CONFIG_OVERRIDES.get(name, {}).items())
+        return f"`{CONFIG_CASES[name]}`{over}"
 
     lines = [
         "",
@@ -728,7 +732,7 @@ def config_section(results: list[dict]) -> str:
         step = r["step_wall_s"] or 1.0
         poisson = (r.get("poisson") or {}).get("wall_s")
         lines.append(
-            f"| `{r['id']}` | `{CONFIG_CASES[r['config']]}` | {r['preset']} | {r['ranks']} | {r['dofs']} | "
+            f"| `{r['id']}` | {shown(r['config'])} | {r['preset']} | {r['ranks']} | {r['dofs']} | "
             f"{r['newton_per_step']:.2f} | {r['linear_per_newton']:.1f} | {r['newton_wall_s']:.3f} | "
             f"{r['assembly_s'] / step:.0%} | {r['linear_s'] / step:.0%} | "
             f"{poisson if poisson is None else f'{poisson:.4f}'} | "

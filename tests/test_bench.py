@@ -51,3 +51,15 @@ def test_variants_are_a_preset_plus_petsc_options():
         assert cfg.solver.preset == v["preset"]
         for key, value in v["options"].items():
             assert cfg.solver.petsc_options[key] == value
+
+
+def test_tagged_demo3d_row_differs_only_in_gb_representation(tmp_path):
+    """The demo3d-tagged config case is configs/demo3d.yaml with tagged GB slabs, nothing else."""
+    smooth, tagged = (
+        cases.case_config({"config": name, "preset": "iterative", "mesh_cache": str(tmp_path)})
+        for name in ("demo3d", "demo3d-tagged")
+    )
+    assert (smooth.microstructure.gb_representation, tagged.microstructure.gb_representation) == ("smooth", "tagged")
+    a, b = smooth.model_dump(), tagged.model_dump()
+    a["microstructure"]["gb_representation"] = "tagged"
+    assert a == b
