@@ -20,9 +20,12 @@ from .units import (
     Diffusivity,
     Dimensionless,
     EnergyDensity,
+    EnergyPerArea,
     EnergyPerLength,
     Length,
     Mobility,
+    MolarVolume,
+    NucleationRate,
     Potential,
     Pressure,
     Rate,
@@ -296,6 +299,31 @@ class Output(Strict):
     verbosity: int = Field(1, ge=0, le=3)
 
 
+class Nucleation(Strict):
+    """Discrete nucleation where electrons reach the electrolyte (docs/model.md, "Discrete
+    nucleation"; issue 21). Off by default; needs two potentials."""
+
+    enabled: bool = False
+    # J0 of J = J0 exp(-dG*/kT): site density N_A/V_m times the attempt frequency kT/h at
+    # 298 K (classical nucleation theory's upper bound); 0 switches insertions off.
+    rate_prefactor: NucleationRate = Field(1.58e41, ge=0)
+    # gamma: Na's surface energy (Tyson & Miller 1977), an upper bound for the unknown
+    # Na/NZSP interface energy.
+    interface_energy: EnergyPerArea = Field(0.26, gt=0)
+    molar_volume: MolarVolume = Field(2.37e-5, gt=0)
+    # 2D only: the thickness h of the disc-shaped (2D) nucleus; null = one atomic layer,
+    # (V_m/N_A)^(1/3) = 0.34 nm for Na.
+    layer_thickness: Length | None = Field(None, gt=0)
+    # The inserted nucleus: at least one interface width (checked), better 2-3.
+    radius: Length = Field(50e-9, gt=0)
+    # The nucleus forms over this time through the reaction sink; it is also the time
+    # within which electrons must be able to reach it (the supply criterion).
+    hold_time: Time = Field(1e-3, gt=0)
+    seed: int = Field(0, ge=0)
+    # The step is limited so that sum(J dV) dt stays below this (null: no limit).
+    max_expected_per_step: float | None = Field(0.1, gt=0, le=1)
+
+
 class Study(Strict):
     parameter: str
     values: list[Any] = Field(min_length=1)
@@ -319,6 +347,7 @@ class Config(Strict):
     output: Output = Field(default_factory=Output)
     # Replaces electrochemistry.electrode over time and sets time.t_end (config/protocol.py).
     protocol: Protocol | None = None
+    nucleation: Nucleation = Field(default_factory=Nucleation)
     study: Study | None = None
 
     @model_validator(mode="before")
@@ -371,6 +400,7 @@ class Config(Strict):
                 "solver.electronic_anchor: must be positive when the electrolyte conducts no electrons "
                 "(phi_e would be undefined away from the metal)"
             )
+        self._check_nucleation()
         if self.study is not None:
             check_parameter_path(self, self.study.parameter)
             if self.study.parameter == "time.stop_at_charge":
@@ -381,6 +411,25 @@ class Config(Strict):
             if self.protocol is not None and self.study.parameter == "time.t_end":
                 raise ValueError("study.parameter: time.t_end is set by the protocol; vary the protocol instead")
         return self
+
+    def _check_nucleation(self) -> None:
+        nu = self.nucleation
+        if not nu.enabled:
+            return
+        if self.electrochemistry.potentials != "two":
+            raise ValueError(
+                "nucleation.enabled: needs electrochemistry.potentials: two (eta_loc = phi_e - phi_i - E_eq)"
+            )
+        if self.domain.dim == 3 and nu.layer_thickness is not None:
+            raise ValueError("nucleation.layer_thickness: only used in 2D (3D nuclei are spheres); remove it")
+        # sqrt(2 kappa0 / W), as physics.parameters.interface_width (config imports no physics)
+        pf = self.phase_field
+        width = (2 * pf.gradient_coefficient / pf.barrier_height) ** 0.5
+        if nu.radius < width:
+            raise ValueError(
+                f"nucleation.radius: {nu.radius:.3g} m is below one interface width ({width:.3g} m); "
+                "a nucleus needs 2-3 widths to be resolved"
+            )
 
 
 def check_parameter_path(cfg: Config, dotted: str) -> None:

@@ -25,6 +25,9 @@ DIMENSION_NAMES = {
     "current density": "A/m^2",
     "charge": "C",
     "charge per length": "C/m",
+    "energy per area": "J/m^2",
+    "molar volume": "m^3/mol",
+    "nucleation rate": "1/(m^3*s)",
     "temperature": "K",
     "angle": "rad",
     "dimensionless": "",
@@ -93,3 +96,6 @@ CurrentDensity = quantity("current density")
 Temperature = quantity("temperature")
 Angle = quantity("angle")
 Dimensionless = quantity("dimensionless")
+EnergyPerArea = quantity("energy per area")
+MolarVolume = quantity("molar volume")
+NucleationRate = quantity("nucleation rate")

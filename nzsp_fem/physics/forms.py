@@ -80,6 +80,14 @@ def allen_cahn_local_rate(eta, c, phi, mechanical_force, p: AllenCahnParameters)
     )
 
 
+def nucleation_forcing(activity, c, phi, p: AllenCahnParameters):
+    """Discrete nucleation (issue 21): -a BV(c, phi), the Butler-Volmer reaction with the
+    activity ``a`` (DG0, set between steps) in place of L_eta h'(eta), which vanishes at
+    eta = 0 where a nucleus starts. Being the growth reaction, it stops where no electrons
+    arrive (eta_a -> 0) instead of demanding them."""
+    return -activity * butler_volmer(None, c, phi, p)
+
+
 def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx):
     """d eta/dt tested with v: int(local_rate v) - int(L kappa grad eta . grad v).
 

@@ -91,6 +91,14 @@ class CoupledProblem:
         if self.plastic is not None:
             self.dx = self.plastic.dx
 
+        # --- discrete nucleation (issue 21, problem/nucleation.py) ---------------------
+        # The activity (1/t0) of a Butler-Volmer term added to d eta/dt in forming nuclei,
+        # set between steps; it is part of the deposition rate, so the sinks of c, phi_i and
+        # phi_e carry its Na+ and electrons. Left out of the forms when nucleation is off
+        # (bitwise unchanged).
+        self.nucleation_force = fem.Function(fem.functionspace(msh, ("DG", 0)), name="nucleation_force")
+        self.nucleation_on = cfg.nucleation.enabled
+        # --- end discrete nucleation ---------------------------------------------------
         self._build_forms()
         self.dirichlet = dirichlet_conditions(cfg, sc, dim, electrode=False)
         self.bcs = build_dirichlet(self.dirichlet, self.mixed_subspace, poly.facet_tags, dim - 1)
@@ -181,8 +189,12 @@ class CoupledProblem:
         electrode_minus_electrolyte = now.phi_e - phi if self.two_potentials else phi
         kappa = self.kappa_factor(eta)
         storage_dx = None
+        if self.nucleation_on:  # discrete nucleation (issue 21): its reaction joins the rate
+            nucleating = forms.nucleation_forcing(self.nucleation_force, c, electrode_minus_electrolyte, p)
         if self.bounded:
             local_rate = forms.supply_limited_rate(eta, now.mu, c, electrode_minus_electrolyte, p)
+            if self.nucleation_on:  # discrete nucleation (issue 21)
+                local_rate = local_rate + nucleating
             dxl = self.dx_lumped
 
             def rate(v):
@@ -193,6 +205,8 @@ class CoupledProblem:
             storage_dx = dxl
         else:
             local_rate = forms.allen_cahn_local_rate(eta, c, electrode_minus_electrolyte, mech_force, p)
+            if self.nucleation_on:  # discrete nucleation (issue 21)
+                local_rate = local_rate + nucleating
 
             def rate(v):
                 return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)

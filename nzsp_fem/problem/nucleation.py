@@ -1,0 +1,348 @@
+"""Discrete nucleation on the coupled problem (docs/model.md, "Discrete nucleation"; issue 21).
+
+Per accepted step every owned cell inserts a nucleus with probability 1 - exp(-J dV dt)
+(J from physics/nucleation.py in the cell's eta_loc = phi_e - phi_i - E_eq). The uniform
+number of a cell is a hash of (seed, draw counter, the cell's original input index), so a
+cell draws the same number whichever rank owns it: the nuclei do not depend on the
+partition, and a restart that restores the counter draws the same numbers again. A
+nucleus then forms over the hold time through ``problem.nucleation_force``, the DG0
+activity of a Butler-Volmer term added to d eta/dt (physics/forms.py
+``nucleation_forcing``): it is part of the deposition rate, so the c, phi_i and phi_e
+equations take its Na+ and electrons, and the Na and charge balances hold through the
+insertion.
+
+The time loop drives it (``Nucleation``): ``before_step`` before every attempt,
+``after_step`` after every accepted step, ``max_dt`` and ``next_event_time`` for the step
+control, ``state``/``restore`` for checkpoints, ``write_nuclei_csv`` for nuclei.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpi4py import MPI
+
+from ..physics.nucleation import NucleationLaw
+from ..physics.parameters import interface_width
+from .coupled import CoupledProblem
+
+#: eta at or above which a node counts as metal: no nucleation in such a cell, and no
+#: nucleus whose disc (out to R + 2 widths) holds such a node.
+METAL = 0.1
+
+#: The longest step while a nucleus forms is hold_time / HOLD_STEPS.
+HOLD_STEPS = 40
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser: a bijection of uint64 whose output bits all depend on all
+    input bits (wrap-around arithmetic is intended)."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def uniforms(seed: int, counter: int, keys) -> np.ndarray:
+    """Uniform numbers in [0, 1), one per key, a pure function of (seed, counter, key).
+
+    Counter-based: no generator state to carry across ranks or restarts; a cell's number
+    depends only on its own key, not on which cells a rank holds.
+    """
+    with np.errstate(over="ignore"):
+        stream = _mix64(np.array([seed], dtype=np.uint64) * _GOLDEN + _GOLDEN)
+        stream = _mix64(stream ^ (np.array([counter], dtype=np.uint64) * _M1 + _GOLDEN))
+        z = _mix64(stream ^ _mix64(np.asarray(keys, dtype=np.int64).astype(np.uint64) * _GOLDEN + _M2))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def draw_insertions(seed: int, counter: int, keys, expected) -> np.ndarray:
+    """Which cells insert: u < 1 - exp(-J dV dt), the probability of at least one event of
+    a Poisson process with mean ``expected`` = J dV dt in the cell during the step."""
+    return uniforms(seed, counter, keys) < -np.expm1(-np.asarray(expected, dtype=float))
+
+
+@dataclass(frozen=True)
+class Nucleus:
+    """An inserted nucleus (SI): inserted at ``time``, formed at ``hold_end``; ``cell`` is
+    the original input index of the cell it was drawn in."""
+
+    time: float
+    position: tuple[float, ...]
+    radius: float
+    region: str  # "grain" or "gb"
+    overpotential: float  # eta_loc (V) in the cell at insertion
+    cell: int
+    hold_end: float
+
+    def row(self) -> dict:
+        axes = ("x_m", "y_m", "z_m")[: len(self.position)]
+        return {
+            "time_s": self.time,
+            **dict(zip(axes, self.position)),
+            "radius_m": self.radius,
+            "region": self.region,
+            "eta_loc_V": self.overpotential,
+        }
+
+
+def nuclei_csv_columns(dim: int) -> list[str]:
+    return ["time_s", "x_m", "y_m", "z_m"][: dim + 1] + ["radius_m", "region", "eta_loc_V"]
+
+
+def write_nuclei_csv(path: str | Path, nuclei: list[Nucleus], dim: int, comm=None, append: bool = True) -> None:
+    """Append ``nuclei`` to nuclei.csv (header when the file is new); rank 0 of ``comm`` only."""
+    if comm is not None and comm.rank != 0:
+        return
+    path = Path(path)
+    new = not append or not path.exists()
+    with path.open("w" if new else "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=nuclei_csv_columns(dim))
+        if new:
+            writer.writeheader()
+        for n in nuclei:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in n.row().items()})
+
+
+def _smooth_step(x: np.ndarray) -> np.ndarray:
+    """h of physics/materials.py on numbers, held at 0 and 1 (that one is UFL)."""
+    x = np.clip(x, 0.0, 1.0)
+    return x**3 * (6 * x**2 - 15 * x + 10)
+
+
+class Nucleation:
+    """Discrete nucleation on a CoupledProblem with ``cfg.nucleation.enabled``.
+
+    Times are SI seconds; a step is (t, dt) as in ``CoupledSolver.try_step``.
+    """
+
+    def __init__(self, problem: CoupledProblem):
+        if not problem.nucleation_on:
+            raise ValueError("Nucleation: the problem was built with nucleation.enabled false (no forcing term)")
+        self.problem = pb = problem
+        cfg = pb.cfg
+        self.comm = pb.comm
+        self.law = NucleationLaw.from_config(cfg)
+        self.seed = cfg.nucleation.seed
+        self.max_expected = cfg.nucleation.max_expected_per_step
+        self.radius = cfg.nucleation.radius
+        self.width = interface_width(cfg)
+        self.dim = dim = pb.dim
+        l0 = pb.scaling.length
+        msh = pb.mesh
+        cells = msh.topology.index_map(dim)
+        self.n_owned = cells.size_local
+        n_local = cells.size_local + cells.num_ghosts
+        self.keys = np.asarray(msh.topology.original_cell_index[: self.n_owned], dtype=np.int64)
+
+        # Per cell (owned and ghost): the W dofs of the P1 unknowns at its vertices, the
+        # vertex coordinates (m), centroid and size (m^dim).
+        V_eta = pb.collapsed_space("eta")
+        cell_dofs = V_eta.dofmap.list[:n_local]
+        self._dofs = {
+            name: np.asarray(pb.subspaces[name][1])[pb.collapsed_space(name).dofmap.list[:n_local]]
+            for name in ("eta", "c", "phi", "phi_e")
+        }
+        coords = V_eta.tabulate_dof_coordinates()[:, :dim] * l0
+        self._vertices = coords[cell_dofs]
+        # Summed in sorted order: the same bits whatever vertex order a partition gives a cell.
+        self.centroids = np.sort(self._vertices, axis=1).mean(axis=1)
+        edges = self._vertices[:, 1:, :] - self._vertices[:, :1, :]
+        self.sizes = np.abs(np.linalg.det(edges)) / math.factorial(dim)
+        n_nodes = V_eta.dofmap.index_map.size_local
+        self._node_xyz = coords[:n_nodes]
+        self._node_eta = np.asarray(pb.subspaces["eta"][1])[:n_nodes]
+        V0 = pb.nucleation_force.function_space
+        self._force_dofs = V0.dofmap.list[:n_local, 0]
+
+        # The electrolyte's electronic conductivity (SI) and region of each owned cell,
+        # by the GB indicator as the forms mix it (h(beta)).
+        beta = pb.beta
+        Vb = beta.function_space
+        if Vb.dofmap.list.shape[1] == 1:
+            beta_cell = beta.x.array[Vb.dofmap.list[: self.n_owned, 0]]
+        else:
+            beta_cell = beta.x.array[Vb.dofmap.list[: self.n_owned]].mean(axis=1)
+        m = cfg.materials
+        hb = _smooth_step(beta_cell)
+        self.electronic = hb * m.grain_boundary.electronic_conductivity + (1 - hb) * m.grain.electronic_conductivity
+        self.in_gb = beta_cell > 0.5
+        self.equilibrium = cfg.electrochemistry.equilibrium_potential
+        self.volt = pb.scaling.potential
+        self._eq = pb.ac.equilibrium_potential  # scaled
+        self.time_scale = pb.scaling.time
+
+        self.counter = 0
+        self.active: list[Nucleus] = []
+        self.nuclei: list[Nucleus] = []
+        self._rate_total: float | None = None
+
+    # Rates ----------------------------------------------------------------------------
+    def _cell_mean(self, name: str, w, owned: bool = True) -> np.ndarray:
+        dofs = self._dofs[name][: self.n_owned] if owned else self._dofs[name]
+        return w.x.array[dofs].mean(axis=1)
+
+    def overpotential(self, w=None) -> np.ndarray:
+        """eta_loc = phi_e - phi_i - E_eq (V) per owned cell (P1: the centroid value)."""
+        w = w or self.problem.w
+        return (self._cell_mean("phi_e", w) - self._cell_mean("phi", w)) * self.volt - self.equilibrium
+
+    def rates(self, w=None) -> tuple[np.ndarray, np.ndarray]:
+        """(J per owned cell, eta_loc): J = 0 in and at metal (a vertex with eta >= METAL)."""
+        w = w or self.problem.w
+        eta_loc = self.overpotential(w)
+        metal = w.x.array[self._dofs["eta"][: self.n_owned]].max(axis=1) >= METAL
+        J = np.where(metal, 0.0, self.law.rate(eta_loc, self.electronic))
+        return J, eta_loc
+
+    def total_rate(self, w=None) -> float:
+        """Expected insertions per second over the whole domain, sum(J dV) (collective)."""
+        J, _ = self.rates(w)
+        self._rate_total = self.comm.allreduce(float(np.sum(J * self.sizes[: self.n_owned])), op=MPI.SUM)
+        return self._rate_total
+
+    # Step control ---------------------------------------------------------------------
+    def max_dt(self) -> float:
+        """The longest step with sum(J dV) dt <= max_expected_per_step, at the rates of the
+        last accepted state, and at most hold_time / HOLD_STEPS while a nucleus forms (inf
+        without either; collective)."""
+        # While a nucleus forms, its reaction switches on against a state without it: steps
+        # of hold/8 failed Newton and hold/40 converged (tests' bicrystal, 40 nm nucleus).
+        forming = self.law.hold_time / HOLD_STEPS if self.active else math.inf
+        if self.max_expected is None:
+            return forming
+        total = self._rate_total if self._rate_total is not None else self.total_rate()
+        return min(forming, self.max_expected / total if total > 0 else math.inf)
+
+    def next_event_time(self, t: float) -> float | None:
+        """The next hold end after t (a step should land on it), or None."""
+        ends = [n.hold_end for n in self.active if n.hold_end > t]
+        return min(ends) if ends else None
+
+    # The step -------------------------------------------------------------------------
+    def before_step(self, t: float, dt: float) -> None:
+        """Set the forcing's activity for the attempt (t, t + dt); call before every attempt.
+
+        In the disc of each forming nucleus (out to R + 3 widths) the target rate is the
+        deficit of eta against the nucleus profile 0.5 (1 - tanh((r - R)/w)) over the hold
+        time left; the activity is that rate over the cathodic Butler-Volmer factor of the
+        committed state (at least 1), so the reaction forms the profile by the hold end
+        where electrons keep eta_a cathodic, and slows down where they do not arrive. Zero
+        where eta already reaches the profile: the forcing only deposits.
+        """
+        pb = self.problem
+        activity = np.zeros(self._force_dofs.shape[0])
+        if self.active:
+            w = pb.w_old
+            eta_old = self._cell_mean("eta", w, owned=False)
+            eta_a = (self._cell_mean("phi_e", w, owned=False) - self._cell_mean("phi", w, owned=False)) - self._eq
+            c = np.exp(self._cell_mean("c", w, owned=False)) if pb.log_c else self._cell_mean("c", w, owned=False)
+            n, alpha = pb.ac.electrons, pb.ac.alpha
+            cathodic = c * np.exp(-alpha * n * eta_a) - np.exp((1 - alpha) * n * eta_a)
+            reach = self.radius + 3 * self.width
+            for nucleus in self.active:
+                centre = np.asarray(nucleus.position)
+                near = np.sum((self.centroids - centre) ** 2, axis=1) <= reach**2
+                if not np.any(near):
+                    continue
+                r = np.linalg.norm(self._vertices[near] - centre, axis=2)
+                target = (0.5 * (1 - np.tanh((r - self.radius) / self.width))).mean(axis=1)
+                left = max(nucleus.hold_end - t, dt) / self.time_scale
+                rate = np.maximum(target - eta_old[near], 0.0) / left
+                activity[near] = np.maximum(activity[near], rate / np.maximum(cathodic[near], 1.0))
+        pb.nucleation_force.x.array[self._force_dofs] = activity
+
+    def after_step(self, t: float, dt: float) -> list[Nucleus]:
+        """After the step (t, t + dt) was accepted: retire the nuclei whose hold has ended,
+        draw insertions from the accepted state and return the new nuclei (the same list on
+        every rank). Collective."""
+        pb = self.problem
+        now = t + dt
+        self.active = [n for n in self.active if n.hold_end > now * (1 + 1e-12)]
+        J, eta_loc = self.rates(pb.w)
+        expected = J * self.sizes[: self.n_owned]
+        self._rate_total = self.comm.allreduce(float(np.sum(expected)), op=MPI.SUM)
+        counter = self.counter
+        self.counter += 1
+        hit = np.flatnonzero(draw_insertions(self.seed, counter, self.keys, expected * dt))
+        u = uniforms(self.seed, counter, self.keys[hit])
+        mine = [
+            (
+                float(u[k]),
+                int(self.keys[i]),
+                tuple(float(x) for x in self.centroids[i]),
+                bool(self.in_gb[i]),
+                float(eta_loc[i]),
+            )
+            for k, i in enumerate(hit)
+        ]
+        # Every rank sees every candidate, in an order independent of the partition.
+        candidates = sorted(c for part in self.comm.allgather(mine) for c in part)
+        if not candidates:
+            return []
+        blocked = self._metal_near([c[2] for c in candidates])
+        new: list[Nucleus] = []
+        spacing = 2 * (self.radius + self.width)
+        for (_, key, position, gb, overpotential), metal in zip(candidates, blocked):
+            if metal:
+                continue
+            if any(math.dist(position, n.position) < spacing for n in self.active + new):
+                continue
+            new.append(
+                Nucleus(
+                    time=now,
+                    position=position,
+                    radius=self.radius,
+                    region="gb" if gb else "grain",
+                    overpotential=overpotential,
+                    cell=key,
+                    hold_end=now + self.law.hold_time,
+                )
+            )
+        self.active.extend(new)
+        self.nuclei.extend(new)
+        return new
+
+    def _metal_near(self, centres: list[tuple[float, ...]]) -> list[bool]:
+        """For each centre: is there metal (eta >= METAL) within R + 2 widths? Collective."""
+        eta = self.problem.w.x.array[self._node_eta]
+        reach = self.radius + 2 * self.width
+        local = np.zeros(len(centres))
+        for k, centre in enumerate(centres):
+            near = np.sum((self._node_xyz - np.asarray(centre)) ** 2, axis=1) <= reach**2
+            local[k] = float(np.max(eta[near], initial=-np.inf))
+        found = np.empty_like(local)
+        self.comm.Allreduce(local, found, op=MPI.MAX)
+        return [bool(v >= METAL) for v in found]
+
+    # Checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict:
+        """What a checkpoint must keep (JSON-compatible): the draw counter and the nuclei
+        (the forcing follows from them and the state at the next before_step)."""
+        return {
+            "counter": self.counter,
+            "active": [dataclasses.asdict(n) for n in self.active],
+            "nuclei": [dataclasses.asdict(n) for n in self.nuclei],
+        }
+
+    def restore(self, state: dict) -> None:
+        def nucleus(d):
+            return Nucleus(**dict(d, position=tuple(d["position"])))
+
+        self.counter = int(state["counter"])
+        self.active = [nucleus(d) for d in state["active"]]
+        self.nuclei = [nucleus(d) for d in state["nuclei"]]
+        self._rate_total = None
+
+    def counts(self) -> dict[str, int]:
+        """Nuclei inserted so far, per region (summary.json, timeseries.csv)."""
+        return {region: sum(n.region == region for n in self.nuclei) for region in ("grain", "gb")}
