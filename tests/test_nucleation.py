@@ -1,0 +1,367 @@
+"""Discrete nucleation (issue 21; docs/model.md, "Discrete nucleation"), against what must
+hold whatever the implementation:
+
+1. The barrier is the maximum of the nucleus's free-energy curve (sphere in 3D, disc of
+   one layer in 2D), found numerically; anodic eta_loc, J0 = 0 or no electronic supply
+   give J = 0.
+2. The sampler: over 20 seeds the number of insertions has the Poisson mean J V t
+   (within 3 standard errors).
+3. On the mesh: a uniform cathodic field gives sum(J dV) = J |domain|; J0 = 0 or an
+   anodic field inserts nothing.
+4. Leakage: a GB with an electronic conductivity of 1 S/m between grains at 1e-8 S/m
+   takes > 90 % of the nuclei (and of the rate); with both at 1e-8 S/m none form.
+5. Balances through an insertion: at every step the electrode's electronic current, the
+   reservoir's ionic current and n F c_m d/dt int(eta) agree to solver tolerance, c stays
+   c0 (Na+ in = metal formed), and the nucleus forms.
+6. 1 rank and 2 ranks (COMM_SELF against COMM_WORLD under mpirun -n 2) insert the same
+   nuclei at the same times and places; a controller restored from state() draws the
+   same nuclei as the one it was saved from.
+7. Bad input is a one-line error; nucleation off leaves the residual untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import assert_one_line_error, child_environment, merge, rprint
+
+from mpi4py import MPI
+
+from nzsp_fem.config import ConfigError, parse_config
+from nzsp_fem.mesh import build_polycrystal, spec_from_config
+from nzsp_fem.physics.nucleation import BOLTZMANN, NucleationLaw, atomic_layer, critical_barrier
+from nzsp_fem.physics.parameters import FARADAY
+from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
+from nzsp_fem.problem.nucleation import Nucleation, draw_insertions, write_nuclei_csv
+from nzsp_fem.solver import CoupledSolver
+
+COMM = MPI.COMM_WORLD
+MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
+LX, LY = 0.4e-6, 0.2e-6
+
+# A bicrystal whose GB runs along y = 0.1 um from the electrode (with a 40 nm Na layer) to
+# the reservoir: the GB is the electrons' path into the electrolyte.
+BASE = {
+    "domain": {"size": [LX, LY]},
+    "microstructure": {"grains": 2, "seeds": [["0.2 um", "0.05 um"], ["0.2 um", "0.15 um"]], "gb_width": "30 nm"},
+    "mesh": {"size_grain": "25 nm", "size_gb": "15 nm", "size_nucleus": "25 nm", "cache_dir": MESH_CACHE},
+    "nuclei": {"positions": [], "electrode_layer": "40 nm"},
+    "materials": {"grain_boundary": {"electronic_conductivity": 1.0}},
+    "phase_field": {"gradient_coefficient": "7.2e-10 J/m", "reaction_ramp_time": 0.0},
+    "mechanics": {"enabled": False},
+    "nucleation": {"enabled": True, "radius": "40 nm", "hold_time": "2 ms", "rate_prefactor": 1e33},
+}
+DT = 5e-5  # s: hold_time / HOLD_STEPS
+
+
+def build(over: dict | None = None, comm=COMM):
+    cfg = parse_config(merge(BASE, over or {}))
+    poly = build_polycrystal(spec_from_config(cfg), comm, cache_dir=MESH_CACHE)
+    pb = CoupledProblem(cfg, poly)
+    solver = CoupledSolver(pb)
+    solver.initialize()
+    return pb, solver, Nucleation(pb)
+
+
+def step(pb, solver, nucleation, t, dt):
+    nucleation.before_step(t, dt)
+    report = solver.try_step(t, dt)
+    assert report.converged, f"t = {t:.3e} s: {report.reason_name}"
+    pb.commit()
+    return nucleation.after_step(t, dt)
+
+
+def uniform_field(pb, overpotential: float) -> None:
+    """No metal, phi_i = 0 and phi_e = eta_loc everywhere (scaled), committed."""
+    pb.set_sub("eta", 0.0)
+    pb.set_sub("phi", 0.0)
+    pb.set_sub("phi_e", overpotential / pb.scaling.potential)
+    pb.commit()
+
+
+# 1. The law ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_barrier_is_the_maximum_of_the_free_energy_curve(dim):
+    gamma, vm, eta = 0.26, 2.37e-5, -0.2
+    layer = atomic_layer(vm)
+    dg = FARADAY * abs(eta) / vm  # J/m^3
+    r = np.linspace(1e-12, 5e-9, 400001)
+    curve = (
+        -4 / 3 * np.pi * r**3 * dg + 4 * np.pi * r**2 * gamma
+        if dim == 3
+        else (-np.pi * r**2 * dg + 2 * np.pi * r * gamma) * layer
+    )
+    expected = float(curve.max())
+    barrier = float(critical_barrier(eta, gamma, vm, 1, dim, layer))
+    rprint(f"\n[barrier {dim}D] {barrier:.6e} J = {barrier / (BOLTZMANN * 298.15):.2f} kT, curve max {expected:.6e}")
+    assert barrier == pytest.approx(expected, rel=1e-6)
+    assert layer == pytest.approx(3.40e-10, rel=0.01)
+    assert np.isinf(critical_barrier(0.05, gamma, vm, 1, dim, layer))
+
+
+def test_rate_is_zero_without_drive_prefactor_or_electrons():
+    cfg = parse_config(merge(BASE, {}))
+    law = NucleationLaw.from_config(cfg)
+    eta = np.array([-0.3, 0.0, 0.2, -0.3, -0.3])
+    sigma = np.array([1.0, 1.0, 1.0, 1e-8, 0.0])
+    J = law.rate(eta, sigma)
+    kT = BOLTZMANN * 298.15
+    J_expected = 1e33 * law.layer * math.exp(-float(law.barrier(-0.3)) / kT)
+    assert J[0] == pytest.approx(J_expected, rel=1e-12) and J[0] > 0
+    assert np.all(J[1:] == 0.0)  # at equilibrium, anodic, starved of electrons (1e-8, 0 S/m)
+    law0 = NucleationLaw.from_config(parse_config(merge(BASE, {"nucleation": {"rate_prefactor": 0}})))
+    assert np.all(law0.rate(eta, sigma) == 0.0)
+
+
+# 2. The sampler --------------------------------------------------------------------------
+
+
+def test_sampler_has_the_poisson_mean():
+    rng = np.random.default_rng(7)
+    cells = 5000
+    sizes = rng.uniform(0.5, 1.5, cells) * 1e-16  # m^2
+    keys = rng.permutation(10**6)[:cells]
+    J, dt, steps = 2e18, 5e-6, 10  # J V t = 2e18 m^-2 s^-1 * 5e-13 m^2 * 5e-5 s = 50 per seed
+    mean_expected = J * sizes.sum() * dt * steps
+    counts = [
+        sum(int(np.count_nonzero(draw_insertions(seed, k, keys, J * sizes * dt))) for k in range(steps))
+        for seed in range(20)
+    ]
+    mean = float(np.mean(counts))
+    se = math.sqrt(mean_expected / len(counts))  # Poisson: variance = mean
+    rprint(f"\n[sampler] 20 seeds: mean {mean:.2f} against J V t = {mean_expected:.2f} (SE {se:.2f})")
+    assert abs(mean - mean_expected) < 3 * se
+    assert np.std(counts, ddof=1) ** 2 == pytest.approx(mean_expected, rel=0.6)
+
+
+# 3. On the mesh, without solving -----------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def bare(over_json: str = "{}"):
+    """A built, initialised problem and its controller (the state is each test's own)."""
+    return build(json.loads(over_json))
+
+
+def test_uniform_field_gives_j_times_the_domain():
+    """Both phases leak electrons here, so the supply gate passes everywhere."""
+    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    uniform_field(pb, -0.3)
+    J = float(nuc.law.rate(-0.3, 1.0))
+    total = nuc.total_rate()
+    rprint(f"\n[uniform] sum(J dV) = {total:.6e} 1/s, J |domain| = {J * LX * LY:.6e} 1/s")
+    assert total == pytest.approx(J * LX * LY, rel=1e-9)
+    assert nuc.max_dt() == pytest.approx(0.1 / total, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["no prefactor", "anodic"])
+def test_no_nucleus_without_rate(case):
+    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    if case == "no prefactor":
+        uniform_field(pb, -0.3)
+        nuc.law = type(nuc.law)(**{**nuc.law.__dict__, "prefactor": 0.0})
+    else:
+        uniform_field(pb, +0.05)
+    try:
+        found = [n for k in range(20) for n in nuc.after_step(k * 1.0, 1.0)]
+        assert found == [] and nuc.total_rate() == 0.0
+        assert nuc.max_dt() == math.inf
+    finally:
+        nuc.law = NucleationLaw.from_config(pb.cfg)
+
+
+def test_restored_controller_draws_the_same_nuclei(tmp_workdir):
+    """The draw counter and the nuclei are all a checkpoint needs: a controller restored
+    from state() (through JSON) inserts what the saved one inserts next."""
+    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    uniform_field(pb, -0.3)
+    nuc.restore({"counter": 0, "active": [], "nuclei": []})
+    dt = nuc.law.hold_time  # each step retires the last step's nuclei (no solve forms them)
+    for k in range(3):
+        nuc.after_step(k * dt, dt)
+    saved = json.loads(json.dumps(nuc.state()))
+    later = [n for k in range(3, 9) for n in nuc.after_step(k * dt, dt)]
+    twin = Nucleation(pb)
+    twin.restore(saved)
+    again = [n for k in range(3, 9) for n in twin.after_step(k * dt, dt)]
+    rprint(f"\n[restart] {len(saved['nuclei'])} nuclei before the checkpoint, {len(later)} after")
+    assert later and again == later
+    assert twin.state() == nuc.state()
+    path = tmp_workdir / "nuclei.csv"
+    write_nuclei_csv(path, nuc.nuclei[:2], pb.dim, comm=COMM, append=False)
+    write_nuclei_csv(path, nuc.nuclei[2:], pb.dim, comm=COMM)
+    COMM.barrier()
+    lines = path.read_text().splitlines()
+    assert lines[0] == "time_s,x_m,y_m,radius_m,region,eta_loc_V"
+    assert len(lines) == 1 + len(nuc.nuclei)
+    first = lines[1].split(",")
+    assert float(first[0]) == nuc.nuclei[0].time and first[4] == nuc.nuclei[0].region
+    nuc.restore({"counter": 0, "active": [], "nuclei": []})
+
+
+# 4. Leakage through the GB ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gb_sigma", [1.0, 1e-8])
+def test_electrons_leaking_through_the_gb_put_nuclei_there(gb_sigma):
+    pb, solver, nuc = build({"materials": {"grain_boundary": {"electronic_conductivity": gb_sigma}}})
+    t, dt = 0.0, 1e-5
+    for _ in range(2):  # the plating field, no draws yet
+        nuc.before_step(t, dt)
+        assert solver.try_step(t, dt).converged
+        pb.commit()
+        t += dt
+    J, eta_loc = nuc.rates()
+    expected = J * nuc.sizes[: nuc.n_owned]
+    in_gb = COMM.allreduce(float(expected[nuc.in_gb].sum()))
+    total = COMM.allreduce(float(expected.sum()))
+    found = [n for k in range(6) for n in nuc.after_step(t + k * 1e-3, 1e-3)]
+    gb = sum(n.region == "gb" for n in found)
+    rprint(
+        f"\n[leakage] sigma_e,GB {gb_sigma:g} S/m: eta_loc in [{COMM.allreduce(eta_loc.min(), op=MPI.MIN):.3f}, "
+        f"{COMM.allreduce(eta_loc.max(), op=MPI.MAX):.3f}] V, rate {total:.3e} 1/s (GB share "
+        f"{in_gb / total if total else 0:.4f}), nuclei {len(found)} ({gb} in the GB)"
+    )
+    if gb_sigma == 1.0:
+        assert len(found) >= 2 and gb / len(found) > 0.9 and in_gb / total > 0.9
+    else:
+        assert found == [] and total == 0.0
+
+
+# 5. Balances through an insertion -------------------------------------------------------------
+
+
+def test_na_and_charge_balance_through_an_insertion():
+    pb, solver, nuc = build()
+    diagnostics = DiagnosticsEvaluator(pb)
+    cfg = pb.cfg
+    l0 = cfg.scales.length
+    faraday_volume = cfg.phase_field.electrons * FARADAY * cfg.electrochemistry.c_metal
+    t, inserted = 0.0, []
+    before = diagnostics()
+    worst = {"electrode": 0.0, "reservoir": 0.0, "stored": 0.0, "c": 0.0}
+    steps = 0
+    while not inserted or t < inserted[0].hold_end - 1e-12:
+        new = step(pb, solver, nuc, t, DT)
+        t += DT
+        steps += 1
+        if new and not inserted:
+            inserted = new
+            nuc.law = type(nuc.law)(**{**nuc.law.__dict__, "prefactor": 0.0})  # one insertion only
+        d = diagnostics()
+        scale = abs(d.deposition_current_A)
+        stored = faraday_volume * (d.integral_eta - before.integral_eta) * l0**2 / DT
+        worst["electrode"] = max(worst["electrode"], abs(d.electrode_current_A + d.anchor_current_A - scale) / scale)
+        worst["reservoir"] = max(worst["reservoir"], abs(d.reservoir_current_A - d.deposition_current_A) / scale)
+        worst["stored"] = max(worst["stored"], abs(stored - d.deposition_current_A) / scale)
+        worst["c"] = max(worst["c"], abs(d.c_min - 1.0), abs(d.c_max - 1.0))
+        before = d
+        assert steps < 60
+    nucleus = inserted[0]
+    centre = np.asarray(nucleus.position)
+    V = pb.collapsed_space("eta")
+    n = V.dofmap.index_map.size_local
+    xyz = V.tabulate_dof_coordinates()[:n, :2] * l0
+    r = np.linalg.norm(xyz - centre, axis=1)
+
+    def disc():
+        """(min eta in the core r < R/2, nodal sum of eta in r < R + 2 widths)."""
+        eta = pb.sub_values("eta")[:n]
+        core = COMM.allreduce(float(np.min(eta[r < 0.5 * nucleus.radius], initial=np.inf)), op=MPI.MIN)
+        return core, COMM.allreduce(float(np.sum(eta[r < nucleus.radius + 40e-9])))
+
+    core, amount = disc()
+    assert nuc.active == [] and nuc.max_dt() == math.inf  # retired; J0 = 0 now
+    for _ in range(10):  # without forcing: the nucleus grows on by its own reaction
+        step(pb, solver, nuc, t, DT)
+        t += DT
+    core_after, amount_after = disc()
+    rprint(
+        f"\n[balance] nucleus at {np.round(centre * 1e9)} nm ({nucleus.region}, "
+        f"eta_loc {nucleus.overpotential:.3f} V), "
+        f"{steps} steps; worst relative mismatch: electrode {worst['electrode']:.1e}, reservoir "
+        f"{worst['reservoir']:.1e}, stored metal {worst['stored']:.1e}; |c - 1| {worst['c']:.1e}; "
+        f"eta in the core >= {core:.3f} at the hold end, {core_after:.3f} 0.5 ms later (metal in the disc "
+        f"x{amount_after / amount:.3f})"
+    )
+    assert nucleus.region == "gb"
+    assert worst["electrode"] < 1e-5 and worst["reservoir"] < 1e-5 and worst["stored"] < 1e-5
+    assert worst["c"] < 1e-8
+    assert core > 0.5 and core_after > core and amount_after > amount
+
+
+# 6. Partition independence -------------------------------------------------------------------
+
+
+def nuclei_of(comm) -> list:
+    pb, solver, nuc = build({}, comm)
+    t, found = 0.0, []
+    for _ in range(4):
+        found += step(pb, solver, nuc, t, DT)
+        t += DT
+    return [(n.time, n.cell, n.position, n.region, n.overpotential) for n in found]
+
+
+def test_nuclei_do_not_depend_on_the_partition():
+    here = nuclei_of(COMM)
+    COMM.barrier()  # the mesh file exists before the ranks read it alone
+    alone = nuclei_of(MPI.COMM_SELF)
+    rprint(f"\n[partition] {COMM.size} rank(s): {len(here)} nuclei; 1 rank: {len(alone)}")
+    assert len(here) >= 2 and len(here) == len(alone)
+    for a, b in zip(here, alone):
+        assert a[:4] == b[:4]
+        assert a[4] == pytest.approx(b[4], abs=1e-9)
+
+
+# 7. Input and the off switch --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"rate_prefactor": -1}, "nucleation.rate_prefactor: Input should be greater than or equal to 0"),
+        ({"enabled": True, "radius": "5 nm"}, "nucleation.radius: 5e-09 m is below one interface width"),
+        ({"hold": "1 ms"}, "nucleation.hold: unknown key"),
+        ({"interface_energy": "0.2 J/m"}, "nucleation.interface_energy: expected a energy per area"),
+    ],
+)
+def test_bad_input_is_one_line(over, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"nucleation": over})
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.serial
+def test_cli_reports_bad_nucleation_input_on_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("nucleation:\n  enabled: true\n  radius: 5 nm\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "nzsp_fem", "bad.yaml", "--check"],
+        cwd=tmp_path,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(r, "nucleation.radius: 5e-09 m is below one interface width")
+
+
+def test_off_leaves_the_residual_untouched():
+    """Off (the default), the forcing is not in the residual at all, so results are those
+    of the code without nucleation bit for bit; on, it is."""
+    on, _, _ = bare()
+    cfg = parse_config(merge(BASE, {"nucleation": {"enabled": False}}))
+    off = CoupledProblem(cfg, on.poly)
+    assert off.nucleation_force not in off.F.coefficients()
+    assert on.nucleation_force in on.F.coefficients()
+    with pytest.raises(ValueError, match="nucleation.enabled false"):
+        Nucleation(off)
