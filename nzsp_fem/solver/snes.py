@@ -39,6 +39,19 @@ def reason_name(reason: int) -> str:
     return _REASON_NAMES.get(reason, str(reason))
 
 
+# A solve that stops on a tiny update or a failed line search is accepted only if the
+# residual passes the convergence test loosened by this factor (the round-off floor).
+FLOOR_ACCEPTANCE = 100.0
+# ... and only if Newton had stopped making progress: the last iteration cut ||F|| by less
+# than this factor (above the floor Newton's contraction is quadratic, far below it).
+STALL_RATIO = 0.5
+
+
+def _stalled(norms) -> bool:
+    """Whether the last Newton iteration left the residual norm nearly where it was."""
+    return len(norms) >= 2 and float(norms[-1]) > STALL_RATIO * float(norms[-2])
+
+
 class SNESProblem:
     """Residual F(u)=0 for ``u`` (a Function, possibly on a mixed space), solved by SNES.
 
@@ -137,15 +150,22 @@ class SNESProblem:
         norms, _ = self.snes.getConvergenceHistory()
         fnorm = float(self.snes.getFunctionNorm())
         converged = reason > 0
-        if reason == PETSc.SNES.ConvergedReason.CONVERGED_SNORM_RELATIVE and len(norms):
+        rtol, atol, _, _ = self.snes.getTolerances()
+        at_floor = len(norms) > 0 and fnorm <= FLOOR_ACCEPTANCE * max(atol, rtol * float(norms[0]))
+        if reason == PETSc.SNES.ConvergedReason.CONVERGED_SNORM_RELATIVE and not at_floor:
             # A tiny Newton update is not convergence when the residual has not dropped:
             # that is stagnation (line search taking minute steps), and accepting it left
-            # states from which no later step converged. Require the residual test
-            # loosened 100x.
-            rtol, atol, _, _ = self.snes.getTolerances()
-            if fnorm > 100 * max(atol, rtol * float(norms[0])):
-                converged = False
-                name = "STAGNATED_SNORM"
+            # states from which no later step converged.
+            converged = False
+            name = "STAGNATED_SNORM"
+        elif reason == PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH and at_floor and _stalled(norms):
+            # The residual has reached the round-off floor of the scaling, which rises with
+            # the conductivity contrast (sigma_GB = 2500 S/m = 2.5e4 sigma_SE: ||F|| stalls
+            # at 1.07e-5 with MUMPS as with the field split, full Newton steps no longer
+            # reduce it and the line search gives up). That is the same state as the
+            # accepted CONVERGED_SNORM case; the time-step error estimate still judges it.
+            converged = True
+            name = "CONVERGED_AT_FLOOR"
         return SolveReport(
             converged=converged,
             reason=reason,
