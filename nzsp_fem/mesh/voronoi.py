@@ -294,11 +294,10 @@ def _vanishes(geo: VoronoiGeometry, i: int, half_width: float, length_scale: flo
 @dataclass
 class Polyhedron:
     """A convex polyhedron: vertices (V, 3) and faces as vertex ids, counter-clockwise seen
-    from outside; ``planes[k]`` is the index of face k's half-space (box faces first)."""
+    from outside."""
 
     vertices: np.ndarray
     faces: list
-    planes: list
 
 
 def shrunk_polyhedra(geo: VoronoiGeometry, half_width: float, length_scale: float) -> list[Polyhedron]:
@@ -337,7 +336,7 @@ def shrunk_polyhedra(geo: VoronoiGeometry, half_width: float, length_scale: floa
         for a in range(3):  # exactly on the box faces, so gmsh finds them by coordinate
             v[np.abs(v[:, a]) <= tol, a] = 0.0
             v[np.abs(v[:, a] - geo.box[a]) <= tol, a] = geo.box[a]
-        faces, planes = [], []
+        faces = []
         for k in range(len(A)):
             on = np.flatnonzero(np.abs(v @ A[k] - b[k]) <= 10 * tol)
             if len(on) < 3:
@@ -346,8 +345,7 @@ def shrunk_polyhedra(geo: VoronoiGeometry, half_width: float, length_scale: floa
             if _polygon3d_area(v[ids]) <= tol * g:
                 continue
             faces.append(ids)
-            planes.append(k)
-        out.append(Polyhedron(v, faces, planes))
+        out.append(Polyhedron(v, faces))
     return out
 
 
