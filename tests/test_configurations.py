@@ -516,7 +516,7 @@ def test_smooth_gb_conducts_as_its_profile():
 
 
 def test_3d_growth_balances():
-    """A 3D box (two grains, smooth GB plane z = 0.075 um, nucleus on it at the electrode):
+    """A 3D box (two grains, a tagged GB slab at z = 0.075 um, nucleus on it at the electrode):
     Na and charge balances with volumes in m^3 and currents in A. Catches: a 2D-only length
     factor (l0^2 instead of l0^3, l0 instead of l0^2 for currents: the stored-charge check
     compares d/dt int eta to the rate-based deposition current in SI)."""
