@@ -163,6 +163,37 @@ def test_uniform_field_gives_j_times_the_domain():
     assert nuc.max_dt() == pytest.approx(0.1 / total, rel=1e-12)
 
 
+def test_uniform_field_in_3d(tmp_workdir):
+    """The same in 3D (tetrahedra, the sphere's barrier, J per volume), and a nucleus row
+    with z."""
+    box = 0.2e-6
+    cfg = parse_config(
+        {
+            "domain": {"dim": 3, "size": [box] * 3},
+            "microstructure": {"grains": 1},
+            "mesh": {"size_grain": "50 nm", "size_gb": "25 nm", "size_nucleus": "50 nm", "cache_dir": MESH_CACHE},
+            "nuclei": {"positions": []},
+            "mechanics": {"enabled": False},
+            "materials": {"grain": {"electronic_conductivity": 1.0}},
+            "nucleation": {"enabled": True, "radius": "40 nm"},
+        }
+    )
+    pb = CoupledProblem(cfg, build_polycrystal(spec_from_config(cfg), COMM, cache_dir=MESH_CACHE))
+    nuc = Nucleation(pb)
+    uniform_field(pb, -0.3)
+    J = float(nuc.law.rate(-0.3, 1.0))
+    assert J == pytest.approx(1.58e41 * math.exp(-float(nuc.law.barrier(-0.3)) / (BOLTZMANN * 298.15)), rel=1e-12)
+    total = nuc.total_rate()
+    rprint(f"\n[uniform 3D] sum(J dV) = {total:.6e} 1/s, J |domain| = {J * box**3:.6e} 1/s")
+    assert total == pytest.approx(J * box**3, rel=1e-9)
+    found = nuc.after_step(0.0, 10 / total)
+    assert found and all(len(n.position) == 3 for n in found)
+    path = tmp_workdir / "nuclei3d.csv"
+    write_nuclei_csv(path, found, 3, comm=COMM, append=False)
+    COMM.barrier()
+    assert path.read_text().splitlines()[0] == "time_s,x_m,y_m,z_m,radius_m,region,eta_loc_V"
+
+
 @pytest.mark.parametrize("case", ["no prefactor", "anodic"])
 def test_no_nucleus_without_rate(case):
     pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
