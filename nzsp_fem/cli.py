@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     # Deferred so that bad input is reported without waiting for DOLFINx to load (~1-2 s).
     from .io.rundir import OutputError
     from .io.storage import StorageError, hard_exit, needs_hard_exit
-    from .run import output_directory, run_single
+    from .run import Simulation, output_directory
     from .study import run_study
 
     try:
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.study is not None:
             code = run_study(cfg, outdir, overwrite=args.overwrite, restart=args.restart)
         else:
-            summary = run_single(cfg, outdir, MPI.COMM_WORLD, overwrite=args.overwrite, restart=args.restart)
+            sim = Simulation(cfg, MPI.COMM_WORLD)
+            summary = sim.run(outdir, overwrite=args.overwrite, restart=args.restart)
             code = STATUS_EXIT[summary["status"]]
     except (ConfigError, MeshError, OutputError) as err:
         code = _fail(str(err))

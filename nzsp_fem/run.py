@@ -1,254 +1,40 @@
-"""One run: config -> mesh -> problem -> solver -> adaptive time loop, with the outputs of
-io.run_record along the way."""
+"""The time loop, once: :class:`Simulation` owns the run state, the step control and the
+rollback; everything a run writes (io.run_record: tables, fields, figures, probes,
+checkpoints) watches the loop as an observer.
+
+The CLI, studies, benchmarks and tests all step through :class:`Simulation`.
+"""
 
 from __future__ import annotations
 
 import math
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from mpi4py import MPI
 
-from .config import Config
+from dolfinx import fem
+
+from .config import Config, as_config
 from .io.run_record import RunRecord
 from .io.rundir import prepare_directory
 from .mesh import build_polycrystal, spec_from_config, validate
 from .physics.parameters import interface_width
-from .problem import CoupledProblem, DiagnosticsEvaluator, metal_connects_electrodes
-from .solver import CoupledSolver, StepController
+from .problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator, metal_connects_electrodes
+from .solver import CoupledSolver, SolveReport, StepController
 from .solver.protocol import ElectrodeProtocol
-
-
-def output_directory(cfg: Config, output: str | None) -> Path:
-    if output:
-        return Path(output)
-    if cfg.output.directory:
-        return Path(cfg.output.directory)
-    return Path("results") / cfg.name
-
-
-class _Interrupt:
-    """SIGTERM/SIGINT set a flag; the loop stops at the next step boundary on all ranks."""
-
-    def __init__(self):
-        self.flag = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.flag = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def run_single(cfg: Config, outdir: Path, comm, overwrite=False, restart=False) -> dict:
-    """Run one simulation into ``outdir``; returns its summary (status completed, diverged
-    or interrupted). Collective on ``comm``."""
-    spec = spec_from_config(cfg)
-    validate(spec)  # bad geometry is reported before the output directory exists
-    prepare_directory(outdir, comm, overwrite, restart)
-    record = RunRecord(cfg, outdir, comm)
-    log = record.log
-    log(f"nzsp-fem: {cfg.name} on {comm.size} rank(s) -> {outdir}")
-    poly = build_polycrystal(spec, comm, cache_dir=cfg.mesh.cache_dir)
-    problem = CoupledProblem(cfg, poly)
-    solver = CoupledSolver(problem)
-    diagnostics = DiagnosticsEvaluator(problem)
-    log(
-        "dimensionless groups: "
-        + ", ".join(f"{k.split('  ')[0]}={v:.4g}" for k, v in problem.scaling.groups().items()),
-        2,
-    )
-    log(
-        f"mesh: {poly.mesh.topology.index_map(poly.mesh.topology.dim).size_global} cells, "
-        f"{problem.dofs} dofs, {solver.preset} solver preset; interface width {interface_width(cfg) * 1e9:.3g} nm"
-    )
-
-    protocol = ElectrodeProtocol(problem)
-    controller = StepController.from_config(cfg.time, breakpoints=protocol.breakpoints)
-    state = {"t": 0.0, "steps": 0, "newton_total": 0, "short_circuit_time": None, "restarts": 0}
-    state.update(failed_attempts=0)
-    state.update(critical_current_density_A_m2=None, voltage_collapse_time_s=None)
-    # Charge through the electrode (C, or C/m in 2D), backward-Euler like the steps: each
-    # step passes its end-of-step current for dt.
-    state.update(charge_C=0.0)
-    target_charge = cfg.time.stop_at_charge
-    resumed = record.resume(problem, restart)
-    if resumed is not None:
-        state.update(resumed)
-        state["restarts"] += 1
-        controller.dt = resumed["controller_dt"]
-        controller.last_error = resumed.get("controller_last_error")
-        controller.after_retry = resumed.get("controller_after_retry", False)
-        solver.dt_previous = resumed.get("dt_previous")
-    else:
-        solver.initialize()
-    record.open(problem, diagnostics, state["t"] if resumed is not None else None, state["restarts"])
-
-    def save_checkpoint():
-        # The step rule's and the predictor's history, read where they live.
-        history = dict(
-            controller_dt=controller.dt,
-            controller_last_error=controller.last_error,
-            controller_after_retry=controller.after_retry,
-            dt_previous=solver.dt_previous,
-        )
-        record.checkpoint(dict(state, **history))
-
-    if resumed is None:
-        record.write_fields(0.0)
-        record.figure("initial_state.png", 0.0, initial=True)
-        record.probes.record(0.0)
-    diag = diagnostics()
-    status, reason = "completed", None
-    last_checkpoint_wall = time.perf_counter()
-    with _Interrupt() as interrupt:
-        while not controller.finished(state["t"]):
-            t = state["t"]
-            if state["steps"] >= cfg.time.max_steps:
-                status, reason = "interrupted", "max_steps reached"
-                break
-            dt, landed = controller.propose(t)
-            current = diag.electrode_current_A
-            if target_charge is not None and current > 0:
-                # Land on the target charge: exact while the current is steady (galvanostatic).
-                to_target = (target_charge - state["charge_C"]) / current
-                if to_target < dt:
-                    dt, landed = max(to_target, cfg.time.dt_min), True
-            segment_before = protocol.current_segment
-            segment = protocol.apply(t)
-            if segment_before is not None and segment != segment_before:
-                solver.forget_history()
-            report = solver.try_step(t, dt)
-            if not report.converged:
-                state["failed_attempts"] += 1
-                log(
-                    f"  step failed at t={t:.6e} s, dt={dt:.3e} s: {report.reason_name} "
-                    f"after {report.newton_iterations} Newton iterations; cutting dt",
-                    2,
-                )
-                if not controller.failed(dt):
-                    status, reason = "diverged", report.reason_name
-                    log(
-                        f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (last SNES reason "
-                        f"{report.reason_name})",
-                        0,
-                    )
-                    break
-                continue
-            if controller.too_inaccurate(report.error_estimate):
-                problem.rollback()
-                state["failed_attempts"] += 1
-                log(
-                    f"  step rejected at t={t:.6e} s, dt={dt:.3e} s: error estimate "
-                    f"{report.error_estimate:.3g} > {cfg.time.error_tolerance:.3g}; shrinking dt",
-                    2,
-                )
-                if not controller.rejected(dt, report.error_estimate):
-                    status, reason = "diverged", "error estimate above tolerance at dt_min"
-                    log(f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (error estimate)", 0)
-                    break
-                continue
-            solver.accept(dt)
-            t += dt
-            state["t"] = t
-            state["steps"] += 1
-            state["newton_total"] += report.newton_iterations
-            controller.accepted(report.newton_iterations, dt, landed, report.error_estimate, report.interface_change)
-            diag = diagnostics()
-            state["charge_C"] += diag.electrode_current_A * dt
-            shorted = (
-                state["short_circuit_time"] is None
-                and diag.connected_penetration_m >= 0.5 * cfg.domain.size[0]
-                and metal_connects_electrodes(problem)
-            )
-            collapsed = state["voltage_collapse_time_s"] is None and protocol.voltage_collapsed(
-                segment, diag.cell_voltage_V, state
-            )
-            if collapsed:
-                state["voltage_collapse_time_s"] = t
-                log(f"voltage collapse: |V| = {abs(diag.cell_voltage_V):.4g} V at t={t:.6e} s", 0)
-            if (shorted or collapsed) and state["critical_current_density_A_m2"] is None:
-                state["critical_current_density_A_m2"] = protocol.critical_current_density(segment)
-            if shorted:
-                state["short_circuit_time"] = t
-                log(f"short circuit: metal connects the electrodes at t={t:.6e} s", 0)
-            record.step(t, dt, report, diag, charge_passed_C=state["charge_C"], **protocol.columns(segment))
-            elapsed = time.perf_counter() - record.wall0
-            remaining = elapsed / t * (cfg.time.t_end - t) if t > 0 else math.inf
-            if target_charge is not None and state["charge_C"] > 0:
-                # A run that stops on charge ends long before t_end: estimate by charge.
-                remaining = min(remaining, elapsed / state["charge_C"] * (target_charge - state["charge_C"]))
-            log(
-                f"step {state['steps']:5d} t={t:.4e}/{cfg.time.t_end:.3e} s dt={dt:.2e} "
-                f"newton={report.newton_iterations:2d} linear={report.linear_iterations:3d} "
-                f"metal={diag.metal_fraction:.4f} depth={diag.connected_penetration_m * 1e9:.0f} nm "
-                f"GB={diag.gb_penetration_m * 1e9:.0f} nm "
-                f"I={diag.electrode_current_A:.3e} ETA {_hms(remaining)}"
-            )
-            if controller.is_output_time(t):
-                record.write_fields(t)
-                if cfg.output.figures_at_output_times and not controller.finished(t):
-                    record.figure(f"fields_t{t:.4e}.png", t)
-            if target_charge is not None and state["charge_C"] >= target_charge * (1 - _CHARGE_TOL):
-                reason = CHARGE_REACHED
-                log(f"charge reached: {state['charge_C']:.6g} {charge_unit(problem.dim)} at t={t:.6e} s", 0)
-                break
-            if shorted and cfg.time.stop_at_short_circuit:
-                reason = "short circuit"
-                break
-            if collapsed:
-                reason = "voltage collapse"
-                break
-            if comm.allreduce(interrupt.flag, op=MPI.LOR):
-                status, reason = "interrupted", "signal"
-                log("signal received: writing a checkpoint and stopping", 0)
-                break
-            every = cfg.output.checkpoint_every_steps
-            minutes = cfg.output.checkpoint_every_minutes
-            # The last output time is followed by the final checkpoint after the loop.
-            at_output = (
-                cfg.output.checkpoint_at_output_times and controller.is_output_time(t) and not controller.finished(t)
-            )
-            due = (
-                at_output
-                or (every and state["steps"] % every == 0)
-                or (minutes and comm.bcast(time.perf_counter() - last_checkpoint_wall > 60 * minutes, root=0))
-            )
-            if due:
-                save_checkpoint()
-                last_checkpoint_wall = time.perf_counter()
-
-    if target_charge is not None and reason is None and status == "completed":
-        reason = "t_end reached before time.stop_at_charge"
-        log(
-            f"warning: t_end reached with {state['charge_C']:.4g} of {target_charge:.4g} "
-            f"{charge_unit(problem.dim)} passed; raise time.t_end to reach the charge",
-            0,
-        )
-    if reason is not None and not controller.is_output_time(state["t"]):
-        record.write_fields(state["t"])  # stopped early: keep what was computed
-    if status != "diverged":
-        save_checkpoint()
-    summary = record.close(state, status, reason, diag)
-    solver.destroy()
-    return summary
-
+from .solver.state import RunState
 
 # A target charge counts as reached within this fraction (round-off of the landing step).
 _CHARGE_TOL = 1e-9
 #: summary.json's reason for a run that stopped at time.stop_at_charge (studies read it).
 CHARGE_REACHED = "charge reached"
+#: summary.json's reason for a run that reached t_end before time.stop_at_charge.
+CHARGE_NOT_REACHED = "t_end reached before time.stop_at_charge"
 
 
 def charge_unit(dim: int) -> str:
@@ -256,8 +42,552 @@ def charge_unit(dim: int) -> str:
     return "C/m" if dim == 2 else "C"
 
 
+def output_directory(cfg: Config, output: str | Path | None) -> Path:
+    """Where a run writes: ``output``, else output.directory, else results/<name>."""
+    if output:
+        return Path(output)
+    if cfg.output.directory:
+        return Path(cfg.output.directory)
+    return Path("results") / cfg.name
+
+
+# Run state -------------------------------------------------------------------------------
+
+
+@dataclass
+class StepInfo:
+    """One accepted step, as :meth:`Simulation.step` returns it and observers receive it."""
+
+    t: float  #: time at the end of the step (s)
+    dt: float  #: its length (s)
+    step: int  #: accepted steps so far, this one included
+    report: SolveReport  #: Newton / linear iterations, error estimate, interface change
+    diagnostics: Diagnostics  #: scalar diagnostics of the new state (SI)
+    landed: bool  #: shortened to land on an output time, a breakpoint or a target
+    segment: int  #: index of the electrode-protocol segment the step belongs to
+
+
+# Observers -------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """What the loop calls on an observer (:meth:`Simulation.add_observer`). Every method
+    is optional: an observer defines those it needs (a plain function is taken as
+    ``on_step_accepted``).
+
+    * ``before_step(sim, t, dt)``: before each attempt from ``t`` to ``t + dt`` (forcing
+      that changes between steps is applied here; a retry calls it again).
+    * ``max_dt(sim) -> float | None``: an upper bound for the next attempt (s).
+    * ``next_breakpoint(sim) -> float | None``: a time (s) the next steps must land on;
+      the step that would pass it is shortened to end there.
+    * ``on_step_accepted(sim, info)``: after each accepted step, once the simulation has
+      decided whether the run ends there (``sim.finished``). An observer may change the
+      state or the forcing here; if it changes the state it calls
+      :meth:`Simulation.state_changed` so that the next step starts from it.
+    * ``on_finish(sim)``: once, when :meth:`Simulation.run` leaves the loop.
+    * ``checkpoint_state() -> dict`` and ``restore_checkpoint_state(saved)``: what the
+      observer needs to continue after a restart (JSON-able), stored in the checkpoint
+      under ``checkpoint_key`` (default: the class name). Add the observer before
+      ``run(restart=True)``.
+    """
+
+    def on_step_accepted(self, sim: Simulation, info: StepInfo) -> None: ...
+
+
+def _key(observer: Any) -> str:
+    return getattr(observer, "checkpoint_key", type(observer).__name__)
+
+
+class _Callback:
+    def __init__(self, fn: Callable[[Simulation, StepInfo], None]):
+        self.on_step_accepted = fn
+
+
+class _Interrupt:
+    """SIGTERM/SIGINT set a flag; the loop stops at the next step boundary on all ranks."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> _Interrupt:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.flag = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _ConsoleLog:
+    """Rank-0 lines to stdout by verbosity: the log of a simulation that writes no run
+    directory (run() replaces it by run.log's)."""
+
+    def __init__(self, comm, verbosity: int):
+        self.comm, self.verbosity = comm, verbosity
+
+    def __call__(self, message: str, level: int = 1) -> None:
+        if self.comm.rank == 0 and level <= self.verbosity:
+            print(message, flush=True)
+
+
+class Fields:
+    """The current fields by name (``sim.fields.eta``), each a DOLFINx Function on its own
+    (collapsed) space in SI units: eta, c (mol/m^3, also when the unknown is ln c),
+    phi_i (V; ``phi`` is the same function), phi_e (V, two potentials), u (m, with
+    mechanics). Refilled from the state at every access; a copy, so writing to it changes
+    nothing."""
+
+    def __init__(self, problem: CoupledProblem):
+        self._problem = problem
+        self._functions: dict[str, fem.Function] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [("phi_i" if f.name == "phi" else f.name) for f in self._problem.table]
+
+    def __getattr__(self, name: str) -> fem.Function:
+        pb = self._problem
+        key = "phi" if name == "phi_i" else name
+        if key.startswith("_") or key not in pb.field:
+            raise AttributeError(f"no field {name!r}; the fields are {', '.join(self.names)}")
+        func = self._functions.get(key)
+        if func is None:
+            func = self._functions[key] = fem.Function(pb.collapsed_space(key), name=name)
+        factor = pb.field[key].outputs[0][1] if pb.field[key].outputs else 1.0
+        func.x.array[:] = pb.physical_values(key) * factor
+        return func
+
+    def __dir__(self) -> list[str]:
+        return self.names + ["phi"] * ("phi_i" in self.names)
+
+
+# The simulation --------------------------------------------------------------------------
+
+
+class Simulation:
+    """One simulation: mesh, problem, solver and the adaptive backward-Euler time loop.
+
+    Parameters
+    ----------
+    config:
+        A :class:`~nzsp_fem.config.Config`, a mapping of sections, or the path of a YAML
+        file; all three go through the same validation (:func:`nzsp_fem.load_config`).
+    comm:
+        The MPI communicator to run on (default ``MPI.COMM_WORLD``). Every method is
+        collective on it.
+
+    Stepping by hand writes nothing::
+
+        sim = Simulation(cfg)
+        while not sim.finished:
+            info = sim.step()  # one accepted step, or None when the run stopped without one
+
+    and :meth:`run` is the same loop with the standard outputs (run directory,
+    timeseries.csv, fields, figures, probes, checkpoints, summary.json).
+
+    Observers (:meth:`add_observer`, protocol :class:`Observer`) are called by the loop:
+    ``before_step``, ``max_dt``, ``next_breakpoint``, ``on_step_accepted`` and
+    ``on_finish``, each optional. An observer that changes the problem after a step (a
+    nucleation model adding metal, say) modifies ``sim.problem`` in ``on_step_accepted``,
+    calls :meth:`state_changed`, and may bound the next step by ``max_dt`` or make it land
+    on a time by ``next_breakpoint``.
+
+    The run ends (``finished``) at t_end, at time.stop_at_charge, at a short circuit
+    (time.stop_at_short_circuit), at a voltage collapse, at time.max_steps, when the step
+    would fall below dt_min, on a signal during :meth:`run`, or by :meth:`stop`;
+    ``status`` and ``reason`` say which.
+    """
+
+    def __init__(self, config: Config | dict | str | Path, comm: MPI.Comm | None = None):
+        self.cfg = cfg = as_config(config)
+        self.comm = comm = MPI.COMM_WORLD if comm is None else comm
+        spec = spec_from_config(cfg)
+        validate(spec)
+        self.poly = build_polycrystal(spec, comm, cache_dir=cfg.mesh.cache_dir)
+        self.problem = CoupledProblem(cfg, self.poly)
+        self.solver = CoupledSolver(self.problem)
+        self.evaluator = DiagnosticsEvaluator(self.problem)
+        self.protocol = ElectrodeProtocol(self.problem)
+        self.controller = StepController.from_config(cfg.time, breakpoints=self.protocol.breakpoints)
+        self.state = RunState()
+        self.status = "completed"
+        self.reason: str | None = None
+        self.log: Callable[..., None] = _ConsoleLog(comm, cfg.output.verbosity)
+        self.fields = Fields(self.problem)
+        self._observers: list[Any] = []
+        self._diagnostics: Diagnostics | None = None
+        self._stopped = False
+        self._interrupt: _Interrupt | None = None
+        self._wall0 = time.perf_counter()
+        self._closed = False
+
+    # State ---------------------------------------------------------------------------------
+    @property
+    def t(self) -> float:
+        """Time reached (s)."""
+        return self.state.t
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (t_end or a stop, see ``status`` and ``reason``)."""
+        return self._stopped or self.controller.finished(self.state.t)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run ended before t_end (a stop rule, a failure, a signal or stop())."""
+        return self._stopped
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """Scalar diagnostics of the current state (SI; evaluated after every step)."""
+        self._start()
+        assert self._diagnostics is not None
+        return self._diagnostics
+
+    def add_observer(self, observer: Any) -> Any:
+        """Add an observer of the loop (see :class:`Observer`; a function is taken as
+        ``on_step_accepted(sim, info)``); returns it. Observers are called in the order
+        they were added."""
+        self._observers.append(_Callback(observer) if callable(observer) else observer)
+        return observer
+
+    def stop(self, reason: str, status: str = "completed") -> None:
+        """End the run after the current step (``status``: completed, interrupted or diverged)."""
+        self._stopped, self.status, self.reason = True, status, reason
+
+    def state_changed(self) -> None:
+        """The state was changed outside a solve (by an observer): take it as the committed
+        state, and do not extrapolate the next Newton guess across the jump."""
+        self.problem.commit_state()
+        self.solver.forget_history()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The run state, the step history and the observers' states, as a checkpoint
+        stores them (the fields are stored beside it)."""
+        saved = {**self.state.to_dict(), **self.controller.history(), **self.solver.history()}
+        observers = {_key(o): o.checkpoint_state() for o in self._observers if hasattr(o, "checkpoint_state")}
+        if observers:
+            saved["observers"] = observers
+        return saved
+
+    def restore_state(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint's run state (its fields already read into the problem)."""
+        self.state = RunState.from_dict(saved)
+        self.controller.restore_history(saved)
+        self.solver.restore_history(saved)
+        observers = saved.get("observers", {})
+        for obs in self._observers:
+            if hasattr(obs, "restore_checkpoint_state") and _key(obs) in observers:
+                obs.restore_checkpoint_state(observers[_key(obs)])
+        self._diagnostics = self.evaluator()
+
+    def _start(self) -> None:
+        """The initial state, made consistent by the start-up solves (once)."""
+        if self._diagnostics is None:
+            self.solver.initialize()
+            self._diagnostics = self.evaluator()
+
+    # The loop ------------------------------------------------------------------------------
+    def step(self) -> StepInfo | None:
+        """Advance by one accepted step (failed or inaccurate attempts are rolled back and
+        retried with a shorter dt); writes nothing. Returns None when the run stops
+        without accepting a step (dt below dt_min, max_steps), with ``status`` and
+        ``reason`` set."""
+        if self._closed:
+            raise RuntimeError("this simulation has been closed (run() closes it when it returns)")
+        self._start()
+        if self.finished:
+            raise RuntimeError(f"the run has finished at t = {self.t:.6g} s ({self.reason or 't_end reached'})")
+        cfg, state, log = self.cfg, self.state, self.log
+        controller, solver = self.controller, self.solver
+        target_charge = cfg.time.stop_at_charge
+        while True:
+            t = state.t
+            if state.steps >= cfg.time.max_steps:
+                self.stop("max_steps reached", "interrupted")
+                return None
+            dt, landed = controller.propose(t)
+            current = self.diagnostics.electrode_current_A
+            if target_charge is not None and current > 0:
+                # Land on the target charge: exact while the current is steady (galvanostatic).
+                to_target = (target_charge - state.charge_C) / current
+                if to_target < dt:
+                    dt, landed = max(to_target, cfg.time.dt_min), True
+            dt, landed = self._observer_limits(t, dt, landed)
+            segment_before = self.protocol.current_segment
+            segment = self.protocol.apply(t)
+            if segment_before is not None and segment != segment_before:
+                solver.forget_history()
+            self._notify("before_step", t, dt)
+            report = solver.try_step(t, dt)
+            if not report.converged:
+                state.failed_attempts += 1
+                log(
+                    f"  step failed at t={t:.6e} s, dt={dt:.3e} s: {report.reason_name} "
+                    f"after {report.newton_iterations} Newton iterations; cutting dt",
+                    2,
+                )
+                if not controller.failed(dt):
+                    log(
+                        f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (last SNES reason "
+                        f"{report.reason_name})",
+                        0,
+                    )
+                    self.stop(report.reason_name, "diverged")
+                    return None
+                continue
+            if controller.too_inaccurate(report.error_estimate):
+                solver.reject()
+                state.failed_attempts += 1
+                log(
+                    f"  step rejected at t={t:.6e} s, dt={dt:.3e} s: error estimate "
+                    f"{report.error_estimate:.3g} > {cfg.time.error_tolerance:.3g}; shrinking dt",
+                    2,
+                )
+                assert report.error_estimate is not None
+                if not controller.rejected(dt, report.error_estimate):
+                    log(f"stopping: dt would fall below dt_min={cfg.time.dt_min:.3e} s (error estimate)", 0)
+                    self.stop("error estimate above tolerance at dt_min", "diverged")
+                    return None
+                continue
+            break
+        solver.accept(dt)
+        t += dt
+        state.t = t
+        state.steps += 1
+        state.newton_iterations += report.newton_iterations
+        controller.accepted(report.newton_iterations, dt, landed, report.error_estimate, report.interface_change)
+        diag = self._diagnostics = self.evaluator()
+        state.charge_C += diag.electrode_current_A * dt
+        info = StepInfo(t, dt, state.steps, report, diag, landed, segment)
+        self._after_step(info)
+        self._notify("on_step_accepted", info)
+        return info
+
+    def _observer_limits(self, t: float, dt: float, landed: bool) -> tuple[float, bool]:
+        """dt bounded by the observers' max_dt and shortened to their next breakpoint; a
+        step shortened so is 'landed' (it does not shrink the controller's running dt)."""
+        for obs in self._observers:
+            cap = obs.max_dt(self) if hasattr(obs, "max_dt") else None
+            if cap is not None and cap < dt:
+                dt, landed = max(cap, self.cfg.time.dt_min), True
+            when = obs.next_breakpoint(self) if hasattr(obs, "next_breakpoint") else None
+            if when is not None and t < when < t + dt:
+                dt, landed = when - t, True
+        return dt, landed
+
+    def _after_step(self, info: StepInfo) -> None:
+        """Events of the new state (short circuit, voltage collapse), the log line, and
+        whether the run ends here."""
+        cfg, state, log, protocol = self.cfg, self.state, self.log, self.protocol
+        t, diag = info.t, info.diagnostics
+        shorted = (
+            state.short_circuit_time_s is None
+            and diag.connected_penetration_m >= 0.5 * cfg.domain.size[0]
+            and metal_connects_electrodes(self.problem)
+        )
+        collapsed = state.voltage_collapse_time_s is None and protocol.voltage_collapsed(
+            info.segment, diag.cell_voltage_V, state.voltage_peak
+        )
+        if collapsed:
+            state.voltage_collapse_time_s = t
+            log(f"voltage collapse: |V| = {abs(diag.cell_voltage_V):.4g} V at t={t:.6e} s", 0)
+        if (shorted or collapsed) and state.critical_current_density_A_m2 is None:
+            state.critical_current_density_A_m2 = protocol.critical_current_density(info.segment)
+        if shorted:
+            state.short_circuit_time_s = t
+            log(f"short circuit: metal connects the electrodes at t={t:.6e} s", 0)
+        log(self._progress_line(info))
+        target_charge = cfg.time.stop_at_charge
+        if target_charge is not None and state.charge_C >= target_charge * (1 - _CHARGE_TOL):
+            log(f"charge reached: {state.charge_C:.6g} {charge_unit(self.problem.dim)} at t={t:.6e} s", 0)
+            self.stop(CHARGE_REACHED)
+        elif shorted and cfg.time.stop_at_short_circuit:
+            self.stop("short circuit")
+        elif collapsed:
+            self.stop("voltage collapse")
+        elif self._interrupt is not None and self.comm.allreduce(self._interrupt.flag, op=MPI.LOR):
+            log("signal received: writing a checkpoint and stopping", 0)
+            self.stop("signal", "interrupted")
+        elif target_charge is not None and self.controller.finished(t):
+            self.reason = CHARGE_NOT_REACHED
+            log(
+                f"warning: t_end reached with {state.charge_C:.4g} of {target_charge:.4g} "
+                f"{charge_unit(self.problem.dim)} passed; raise time.t_end to reach the charge",
+                0,
+            )
+
+    def _progress_line(self, info: StepInfo) -> str:
+        cfg, state, t, diag, report = self.cfg, self.state, info.t, info.diagnostics, info.report
+        elapsed = time.perf_counter() - self._wall0
+        remaining = elapsed / t * (cfg.time.t_end - t) if t > 0 else math.inf
+        target_charge = cfg.time.stop_at_charge
+        if target_charge is not None and state.charge_C > 0:
+            # A run that stops on charge ends long before t_end: estimate by charge.
+            remaining = min(remaining, elapsed / state.charge_C * (target_charge - state.charge_C))
+        return (
+            f"step {state.steps:5d} t={t:.4e}/{cfg.time.t_end:.3e} s dt={info.dt:.2e} "
+            f"newton={report.newton_iterations:2d} linear={report.linear_iterations:3d} "
+            f"metal={diag.metal_fraction:.4f} depth={diag.connected_penetration_m * 1e9:.0f} nm "
+            f"GB={diag.gb_penetration_m * 1e9:.0f} nm "
+            f"I={diag.electrode_current_A:.3e} ETA {_hms(remaining)}"
+        )
+
+    def _notify(self, method: str, *args: Any) -> None:
+        for obs in list(self._observers):
+            hook = getattr(obs, method, None)
+            if hook is not None:
+                hook(self, *args)
+
+    def run(self, output: str | Path | None = None, *, overwrite: bool = False, restart: bool = False) -> dict:
+        """Run to the end with the standard outputs into ``output`` (default: the config's
+        output.directory, else results/<name>); returns the summary (also summary.json).
+
+        ``overwrite`` replaces an existing run directory, ``restart`` continues the run
+        in it from its last intact checkpoint. SIGTERM/SIGINT stop the run at the next
+        step with a checkpoint. Closes the simulation.
+        """
+        cfg, comm = self.cfg, self.comm
+        outdir = output_directory(cfg, output)
+        if restart and self._diagnostics is not None:
+            raise RuntimeError("restart=True needs a simulation that has not started")
+        prepare_directory(outdir, comm, overwrite, restart)
+        record = RunRecord(cfg, outdir, comm)
+        self.log = log = record.log
+        self._wall0 = record.wall0
+        pb = self.problem
+        log(f"nzsp-fem: {cfg.name} on {comm.size} rank(s) -> {outdir}")
+        groups = pb.scaling.groups()
+        log("dimensionless groups: " + ", ".join(f"{k.split('  ')[0]}={v:.4g}" for k, v in groups.items()), 2)
+        log(
+            f"mesh: {self.poly.mesh.topology.index_map(self.poly.mesh.topology.dim).size_global} cells, "
+            f"{pb.dofs} dofs, {self.solver.preset} solver preset; "
+            f"interface width {interface_width(cfg) * 1e9:.3g} nm"
+        )
+        resumed = record.resume(pb, restart)
+        if resumed is not None:
+            self.restore_state(resumed)
+            self.state.restarts += 1
+        else:
+            self._start()
+        record.open(pb, self.evaluator, self.t if resumed is not None else None, self.state.restarts)
+        if resumed is None:
+            record.write_fields(self.t)
+            if self.t == 0.0:
+                record.figure("initial_state.png", 0.0, initial=True)
+            record.probes.record(self.t)
+        outputs = _Outputs(record)
+        standard = [outputs, _PeriodicCheckpoints(record)]
+        self._observers[:0] = standard  # before the user's: they see the step written
+        try:
+            with _Interrupt() as interrupt:
+                self._interrupt = interrupt
+                while not self.finished:
+                    self.step()
+            self._interrupt = None
+            if self.reason is not None and not self.controller.is_output_time(self.t):
+                record.write_fields(self.t)  # stopped early: keep what was computed
+            if self.status != "diverged":
+                record.checkpoint(self.checkpoint_state())
+            self._notify("on_finish")
+            summary = record.close(self.state, self.status, self.reason, self.diagnostics)
+        finally:
+            self._interrupt = None
+            self._observers = [o for o in self._observers if o not in standard]
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        """Free the PETSc objects (the simulation cannot step afterwards)."""
+        if not self._closed:
+            self.solver.destroy()
+            self._closed = True
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Outputs:
+    """timeseries.csv and probes.csv per step, fields (and figures) at output times."""
+
+    def __init__(self, record: RunRecord):
+        self.record = record
+
+    def on_step_accepted(self, sim: Simulation, info: StepInfo) -> None:
+        record, controller = self.record, sim.controller
+        record.step(
+            info.t,
+            info.dt,
+            info.report,
+            info.diagnostics,
+            charge_passed_C=sim.state.charge_C,
+            **sim.protocol.columns(info.segment),
+        )
+        if controller.is_output_time(info.t):
+            record.write_fields(info.t)
+            if sim.cfg.output.figures_at_output_times and not controller.finished(info.t):
+                record.figure(f"fields_t{info.t:.4e}.png", info.t)
+
+
+class _PeriodicCheckpoints:
+    """Checkpoints every N steps, every M wall minutes and at output times (the final one
+    is written by run() after the loop)."""
+
+    def __init__(self, record: RunRecord):
+        self.record = record
+        self.last_wall = time.perf_counter()
+
+    def on_step_accepted(self, sim: Simulation, info: StepInfo) -> None:
+        if sim.stopped:
+            return  # the final checkpoint follows
+        out, controller, comm = sim.cfg.output, sim.controller, sim.comm
+        every, minutes = out.checkpoint_every_steps, out.checkpoint_every_minutes
+        # The last output time is followed by the final checkpoint after the loop.
+        at_output = (
+            out.checkpoint_at_output_times and controller.is_output_time(info.t) and not controller.finished(info.t)
+        )
+        due = (
+            at_output
+            or (every and info.step % every == 0)
+            or (minutes and comm.bcast(time.perf_counter() - self.last_wall > 60 * minutes, root=0))
+        )
+        if due:
+            self.record.checkpoint(sim.checkpoint_state())
+            self.last_wall = time.perf_counter()
+
+
+def run_single(cfg: Config, outdir: Path, comm, overwrite: bool = False, restart: bool = False) -> dict:
+    """``Simulation(cfg, comm).run(outdir, ...)``: one run into ``outdir``; its summary."""
+    return Simulation(cfg, comm).run(outdir, overwrite=overwrite, restart=restart)
+
+
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "--:--:--"
     seconds = int(seconds)
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+__all__ = [
+    "CHARGE_REACHED",
+    "Fields",
+    "Observer",
+    "RunState",
+    "Simulation",
+    "StepInfo",
+    "charge_unit",
+    "output_directory",
+    "run_single",
+]

@@ -1,6 +1,6 @@
 """Studies: one config parameter swept over values on the same mesh and microstructure.
 
-Every case is a full run (run.run_single) in ``case-<k>-<value>/``. When there are more
+Every case is a full run (run.Simulation.run) in ``case-<k>-<value>/``. When there are more
 ranks than cases need, the world communicator is split into groups that run cases side
 by side. Afterwards rank 0 writes ``study.csv``, ``comparison.png`` (cases as columns,
 fields as rows, shared colour limits per row) and ``probes.png`` from the cases' files,
@@ -28,7 +28,7 @@ from .io.protocol_figures import plot_ccd, plot_penetration
 from .io.run_record import RUN_SUMMARY_KEYS
 from .io.rundir import OutputError, prepare_directory, write_yaml
 from .problem import Diagnostics
-from .run import CHARGE_REACHED, charge_unit, run_single
+from .run import CHARGE_REACHED, Simulation, charge_unit
 
 #: study.csv columns after the case and the parameter value
 SUMMARY_COLUMNS = [k for k in RUN_SUMMARY_KEYS if k not in ("reason", "restarts")] + Diagnostics.names("summary")
@@ -77,7 +77,7 @@ def run_study(cfg: Config, outdir: Path, overwrite=False, restart=False) -> int:
     for k, (dirname, _, case_cfg) in enumerate(cases):
         if k % n_groups != group:
             continue
-        summary = run_single(case_cfg, outdir / dirname, comm, overwrite=overwrite, restart=restart)
+        summary = Simulation(case_cfg, comm).run(outdir / dirname, overwrite=overwrite, restart=restart)
         statuses[dirname] = summary["status"]
     comm.Free()
     world.barrier()

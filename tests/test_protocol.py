@@ -27,7 +27,7 @@ from support import merge
 from mpi4py import MPI
 
 from nzsp_fem import cli
-from nzsp_fem.config import ConfigError, load_config, parse_config
+from nzsp_fem.config import ConfigError, load_config, parse_config, with_value
 from nzsp_fem.config.protocol import (
     MAX_SEGMENTS,
     Ramp,
@@ -40,7 +40,7 @@ from nzsp_fem.config.protocol import (
 from nzsp_fem.physics.parameters import FARADAY
 from nzsp_fem.run import run_single
 from nzsp_fem.solver import StepController
-from nzsp_fem.solver.protocol import ElectrodeProtocol
+from nzsp_fem.solver.protocol import ElectrodeProtocol, VoltagePeak
 
 COMM = MPI.COMM_WORLD
 MA_CM2 = 10.0  # A/m^2
@@ -93,8 +93,11 @@ def test_protocol_sets_t_end_and_output_times_are_checked_against_it():
     cfg = parse_config(data)
     assert cfg.time.t_end == pytest.approx(26 * 1800.0, rel=1e-12)
     assert parse_config(cfg.model_dump()).time.t_end == cfg.time.t_end
-    longer = parse_config(merge(cfg.model_dump(), {"protocol": {"ramp": {"hold": "1 h"}}}))
+    longer = with_value(cfg, "protocol.ramp.hold", "1 h")
     assert longer.time.t_end == pytest.approx(26 * 3600.0, rel=1e-12)
+    # Given by the user beside a protocol, another t_end is refused, from a dict as from YAML.
+    with pytest.raises(ConfigError, match="time.t_end: .* differs from the protocol's total duration"):
+        parse_config(merge(cfg.model_dump(), {"protocol": {"ramp": {"hold": "1 h"}}}))
 
 
 def test_segment_timing_and_a_run_without_protocol():
@@ -153,7 +156,7 @@ def test_voltage_collapse_criterion():
         cfg=SimpleNamespace(protocol=SimpleNamespace(voltage_collapse=0.5)),
     )
     protocol = ElectrodeProtocol(problem)
-    state: dict = {}
+    state = VoltagePeak()
     seen = [protocol.voltage_collapsed(0, v, state) for v in (-0.2, -0.3, -0.16, -0.149)]
     assert seen == [False, False, False, True]
     # a new segment starts its own peak: 0.1 after 0.3 in segment 0 is no collapse
@@ -162,7 +165,7 @@ def test_voltage_collapse_criterion():
     assert not protocol.voltage_collapsed(2, 0.0, state) and not protocol.voltage_collapsed(3, 0.0, state)
     assert protocol.critical_current_density(1) == 10.0 and protocol.critical_current_density(2) is None
     problem.cfg.protocol.voltage_collapse = None
-    assert not ElectrodeProtocol(problem).voltage_collapsed(0, 1e-9, {"voltage_peak_segment": 0, "voltage_peak_V": 1})
+    assert not ElectrodeProtocol(problem).voltage_collapsed(0, 1e-9, VoltagePeak(0, 1.0))
 
 
 # Bad input: one line naming the key ------------------------------------------------------

@@ -211,9 +211,9 @@ def test_finished_and_output_time_tolerances():
     above, below = accumulate(0.1, 3), accumulate(0.1, 8)  # 0.30000000000000004, 0.7999999999999999
     assert above != 0.3 and below != 0.8
     assert ctl.is_output_time(above) and ctl.is_output_time(below)
-    assert ctl.next_output(above) == 0.8
-    assert ctl.next_output(below) == 1.0
-    assert ctl.next_output(0.2) == 0.3
+    assert ctl.next_landing(above) == 0.8
+    assert ctl.next_landing(below) == 1.0
+    assert ctl.next_landing(0.2) == 0.3
 
 
 # Accuracy control: the next dt is dt * safety * sqrt(tol / error), between cut and growth.

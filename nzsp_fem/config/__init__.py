@@ -1,7 +1,7 @@
 """Configuration layer: the schema (pydantic models with SI floats, pint units) and its
 loading from YAML. Imports nothing else of nzsp_fem."""
 
-from .loading import apply_override, load_config, parse_config, parse_override, with_value
+from .loading import apply_override, as_config, load_config, parse_config, parse_override, with_value
 from .schema import Config, ConfigError, check_parameter_path
 from .units import to_si
 
@@ -9,6 +9,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "apply_override",
+    "as_config",
     "check_parameter_path",
     "load_config",
     "parse_config",

@@ -8,6 +8,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,19 @@ def _merged(defaults: Any, given: Any) -> Any:
 
 
 def parse_config(data: dict) -> Config:
+    """A config from a mapping of sections (the user's own keys; defaults fill the rest).
+    Raises ConfigError with a one-line message naming the key."""
+    cfg = _validated(data)
+    # Only the user's own keys tell a given t_end from the default one.
+    conflict = protocol_end_conflict(data)
+    if conflict:
+        raise ConfigError(conflict)
+    return cfg
+
+
+def _validated(data: Any) -> Config:
+    """The schema's validation alone (with_value's data is a resolved config, whose t_end
+    the protocol already set)."""
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of sections at the top level")
     try:
@@ -231,19 +245,34 @@ def _read_yaml(path: Path, chain: tuple = ()) -> dict:
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    path = Path(path)
-    data = _read_yaml(path, (path.resolve(),))
-    data["name"] = data.get("name") or path.stem
-    for text in overrides:
-        key, value = parse_override(text)
-        apply_override(data, key, value)
-    cfg = parse_config(data)
-    # Only the user's own keys tell a given t_end from the default one.
-    conflict = protocol_end_conflict(data)
-    if conflict:
-        raise ConfigError(conflict)
-    return cfg
+def load_config(source: str | Path | dict | Config, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """A validated config from a YAML file (``extends:`` resolved, name defaulting to the
+    file's stem), a mapping of sections, or a Config, with ``overrides`` applied: --set
+    texts (``["time.t_end=1 ms"]``) or a mapping (``{"time.t_end": "1 ms"}``). All three
+    sources go through the same validation; errors are one-line ConfigErrors."""
+    if isinstance(source, Config):
+        data = source.model_dump()
+        if data.get("protocol") is not None:
+            # Set from the protocol when the Config was made; an override may still give one.
+            del data["time"]["t_end"]
+    elif isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        data = _read_yaml(path, (path.resolve(),))
+        data["name"] = data.get("name") or path.stem
+    else:
+        raise ConfigError(f"expected a YAML path, a mapping or a Config, got {type(source).__name__}")
+    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(t) for t in overrides)
+    for key, value in items:
+        apply_override(data, key.split(".") if isinstance(key, str) else list(key), value)
+    return parse_config(data)
+
+
+def as_config(source: str | Path | dict | Config) -> Config:
+    """``source`` as a validated Config (a Config is revalidated: it may have been changed
+    after it was made, and pydantic does not validate assignments)."""
+    return load_config(source)
 
 
 def with_value(cfg: Config, dotted: str, value: Any) -> Config:
@@ -251,4 +280,4 @@ def with_value(cfg: Config, dotted: str, value: Any) -> Config:
     data = cfg.model_dump()
     data["study"] = None
     apply_override(data, dotted.split("."), copy.deepcopy(value))
-    return parse_config(data)
+    return _validated(data)

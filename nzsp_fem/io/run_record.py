@@ -1,7 +1,7 @@
 """Everything one run writes into its directory: log, resolved config, VTX fields,
 timeseries.csv, probes.csv, figures, checkpoints, final_state.vtu and summary.json.
 
-The time loop (nzsp_fem.run) only calls these; rank 0 writes text files, collective
+The time loop (nzsp_fem.run.Simulation) calls these through its standard observers; rank 0 writes text files, collective
 writers are called on every rank. Every write is checked on every rank together: a full
 disk, a quota, a read-only, unwritable or removed output directory stops the run on all
 ranks with one StorageError naming the path, the cause and the checkpoint to resume from
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator
+from ..solver.state import RunState
 from . import checkpoint as ckpt
 from .figures import plot_fields, plot_initial_state
 from .figures3d import nuclei_plane_z, plot_view_3d
@@ -199,7 +200,7 @@ class RunRecord:
             self._fail(self._deferred)
 
     # End of run ---------------------------------------------------------------------------
-    def close(self, run_state: dict, status: str, reason: str | None, diag: Diagnostics) -> dict:
+    def close(self, run_state: RunState, status: str, reason: str | None, diag: Diagnostics) -> dict:
         """The results (fields, tables, final_state.vtu, summary.json; the final checkpoint
         is already written), then the optional post-processing, which cannot change them."""
         if self._deferred is not None:
@@ -210,32 +211,32 @@ class RunRecord:
         summary = {
             "status": status,
             "reason": reason,
-            "t_final": run_state["t"],
-            "charge_passed_C": run_state.get("charge_C", 0.0),
-            "steps": run_state["steps"],
-            "newton_iterations": run_state["newton_total"],
-            "failed_attempts": run_state.get("failed_attempts", 0),
+            "t_final": run_state.t,
+            "charge_passed_C": run_state.charge_C,
+            "steps": run_state.steps,
+            "newton_iterations": run_state.newton_iterations,
+            "failed_attempts": run_state.failed_attempts,
             "wall_time_s": time.perf_counter() - self.wall0,
             "mpi_size": self.comm.size,
             "dofs": self.problem.dofs,
-            "short_circuit": run_state["short_circuit_time"] is not None,
-            "short_circuit_time_s": run_state["short_circuit_time"],
-            "critical_current_density_A_m2": run_state.get("critical_current_density_A_m2"),
-            "voltage_collapse_time_s": run_state.get("voltage_collapse_time_s"),
-            "restarts": run_state["restarts"],
+            "short_circuit": run_state.short_circuit_time_s is not None,
+            "short_circuit_time_s": run_state.short_circuit_time_s,
+            "critical_current_density_A_m2": run_state.critical_current_density_A_m2,
+            "voltage_collapse_time_s": run_state.voltage_collapse_time_s,
+            "restarts": run_state.restarts,
         }
         summary.update({k: getattr(diag, k) for k in Diagnostics.names("summary")})
         self._checked(write_json, self.outdir / "summary.json", summary, self.comm)
         self.log(
-            f"{status}: t={run_state['t']:.4e} s in {run_state['steps']} steps, "
-            f"{run_state['newton_total']} Newton iterations, {summary['wall_time_s']:.1f} s wall",
+            f"{status}: t={run_state.t:.4e} s in {run_state.steps} steps, "
+            f"{run_state.newton_iterations} Newton iterations, {summary['wall_time_s']:.1f} s wall",
             0,
         )
         if reason == "signal" and self.cfg.output.figures:
             # A batch system that sent SIGTERM sends SIGKILL soon after: leave now.
             self.log("figures skipped after the signal (nzsp-fem animate DIR makes eta.gif later)", 0)
         elif self.comm.rank == 0:
-            self._postprocess(run_state, summary)
+            self._postprocess(summary)
         self.log.close()
         release_directory(self.outdir, self.comm)
         return summary
@@ -245,13 +246,13 @@ class RunRecord:
         self.table.close()
         self.probes.close()
 
-    def _postprocess(self, run_state: dict, summary: dict) -> None:
+    def _postprocess(self, summary: dict) -> None:
         """Rank 0: the optional figures and the animation, each in a child process with a
         time limit (io/postprocess.py); a failure is logged and changes nothing else."""
         out = self.cfg.output
         if not out.figures:
             return
-        title = f"{self.cfg.name}, t = {run_state['t']:.4g} s"
+        title = f"{self.cfg.name}, t = {summary['t_final']:.4g} s"
         z = nuclei_plane_z(self.problem.poly.nuclei)
         run_step("final-figure", self.outdir, {"title": title, "z": z, "dim": self.problem.dim}, self.log)
         if self.cfg.protocol is not None:

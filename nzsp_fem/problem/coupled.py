@@ -35,6 +35,12 @@ from .boundary import (
 from .fields import Field, field_table, views_type
 
 
+def copy_state(source: fem.Function, target: fem.Function) -> None:
+    """target <- source on the same space, ghost values included."""
+    source.x.petsc_vec.copy(target.x.petsc_vec)
+    target.x.scatter_forward()
+
+
 class CoupledProblem:
     """Mixed space, state (``w`` and the last committed ``w_old``), residual ``F`` and BCs."""
 
@@ -412,22 +418,23 @@ class CoupledProblem:
         """Accept the step: plastic history, then the old (and the one before) state."""
         if self.plastic is not None:
             self.plastic.commit(self.ret)
-        self.w_old.x.petsc_vec.copy(self.w_prev.x.petsc_vec)
-        self.w_prev.x.scatter_forward()
-        self.w.x.petsc_vec.copy(self.w_old.x.petsc_vec)
-        self.w_old.x.scatter_forward()
+        copy_state(self.w_old, self.w_prev)
+        copy_state(self.w, self.w_old)
+
+    def commit_state(self) -> None:
+        """w, set outside a solve (initial values, a restored checkpoint, an observer's
+        change), becomes the committed state; the plastic history is left as it is."""
+        self.w.x.scatter_forward()
+        copy_state(self.w, self.w_old)
 
     def after_restore(self) -> None:
         """After a checkpoint was read into w (a committed state) and w_prev: make w the old
         state too."""
-        self.w.x.scatter_forward()
         self.w_prev.x.scatter_forward()
-        self.w.x.petsc_vec.copy(self.w_old.x.petsc_vec)
-        self.w_old.x.scatter_forward()
+        self.commit_state()
 
     def rollback(self) -> None:
-        self.w_old.x.petsc_vec.copy(self.w.x.petsc_vec)
-        self.w.x.scatter_forward()
+        copy_state(self.w_old, self.w)
 
     @property
     def dofs(self) -> int:

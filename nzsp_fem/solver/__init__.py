@@ -4,6 +4,7 @@ controller. Imports config and problem (and below)."""
 
 from .coupled import CoupledSolver
 from .snes import SNESProblem, SolveReport
+from .state import RunState
 from .timestepping import StepController
 
-__all__ = ["CoupledSolver", "SNESProblem", "SolveReport", "StepController"]
+__all__ = ["CoupledSolver", "RunState", "SNESProblem", "SolveReport", "StepController"]

@@ -11,6 +11,7 @@ from mpi4py import MPI
 from dolfinx import fem
 
 from ..problem import CoupledProblem
+from ..problem.coupled import copy_state
 from .presets import (
     field_splits,
     linear_startup_options,
@@ -34,7 +35,7 @@ class CoupledSolver:
         if cfg.solver.bounds:
             self._bounds = variable_bounds(pb)
             self.snes.set_bounds(*self._bounds)
-        # Time-stepping history (restored on restart by the caller) and the owned dofs of
+        # Time-stepping history (saved and restored through history()) and the owned dofs of
         # the fields whose local error sets the step: the phase field and the Na+
         # concentration (c/c0 or ln c: both O(1)), where the physics moves; the potentials
         # and u follow them.
@@ -85,10 +86,8 @@ class CoupledSolver:
             if ret is not None:
                 pb.plastic.commit(ret)
             pb.set_sub("u", u.x.array)
-        pb.w.x.petsc_vec.copy(pb.w_old.x.petsc_vec)
-        pb.w_old.x.scatter_forward()
-        pb.w.x.petsc_vec.copy(pb.w_prev.x.petsc_vec)
-        pb.w_prev.x.scatter_forward()
+        copy_state(pb.w, pb.w_old)
+        copy_state(pb.w, pb.w_prev)
         self.dt_previous = None
         self._skip_history = 1
 
@@ -132,6 +131,20 @@ class CoupledSolver:
         # a trend: extrapolating it made the second step's Newton start 1e4x further off.
         self.dt_previous = None if self._skip_history else dt
         self._skip_history = max(0, self._skip_history - 1)
+
+    def reject(self) -> None:
+        """Discard the step just solved (converged but not accepted): back to the committed
+        state. A failed solve is discarded by :meth:`try_step` itself."""
+        self.problem.rollback()
+
+    def history(self) -> dict[str, float | None]:
+        """The predictor's memory (checkpoint key ``dt_previous``)."""
+        return {"dt_previous": self.dt_previous}
+
+    def restore_history(self, saved: dict) -> None:
+        """Undo :meth:`history`: the state was read from a checkpoint, not initialised."""
+        self.dt_previous = saved.get("dt_previous")
+        self._skip_history = 0
 
     def forget_history(self) -> None:
         """The electrode control just changed: the last steps are no trend for the next two."""

@@ -2,14 +2,25 @@
 the problem when it changes, the segment's columns of timeseries.csv, and the
 critical-current-density criteria (docs/protocols.md).
 
-Stateless between steps apart from what it writes into the run's state dict (which the
-checkpoints keep), so a restart picks up the segment and the voltage peak where it was.
+Stateless between steps apart from the voltage peak, which it keeps in the run's state
+(run.RunState, which the checkpoints keep), so a restart picks up the segment and the peak
+where they were.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..config.protocol import segment_ends, segment_index
 from ..problem import CoupledProblem
+
+
+@dataclass
+class VoltagePeak:
+    """The largest |V| so far in one galvanostatic segment (the voltage-collapse reference)."""
+
+    segment: int | None = None
+    volts: float = 0.0
 
 
 class ElectrodeProtocol:
@@ -51,14 +62,14 @@ class ElectrodeProtocol:
         current = self.segments[k].signed_current_density
         return None if current is None else abs(current)
 
-    def voltage_collapsed(self, k: int, voltage: float, state: dict) -> bool:
+    def voltage_collapsed(self, k: int, voltage: float, peak: VoltagePeak) -> bool:
         """Whether |V| fell below voltage_collapse times its peak in this galvanostatic
-        segment (peak tracked in ``state``). The peak, not the first value, is the
-        reference: the first step after a current change need not be the largest |V|."""
+        segment (``peak`` is updated). The peak, not the first value, is the reference:
+        the first step after a current change need not be the largest |V|."""
         segment = self.segments[k]
         if self.collapse_fraction is None or segment.mode != "galvanostatic" or segment.current_density == 0:
             return False
-        if state.get("voltage_peak_segment") != k:
-            state["voltage_peak_segment"], state["voltage_peak_V"] = k, 0.0
-        state["voltage_peak_V"] = max(state["voltage_peak_V"], abs(voltage))
-        return abs(voltage) < self.collapse_fraction * state["voltage_peak_V"]
+        if peak.segment != k:
+            peak.segment, peak.volts = k, 0.0
+        peak.volts = max(peak.volts, abs(voltage))
+        return abs(voltage) < self.collapse_fraction * peak.volts

@@ -61,7 +61,7 @@ class StepController:
             max_interface_change=time_cfg.max_interface_change,
         )
 
-    def next_output(self, t: float) -> float:
+    def next_landing(self, t: float) -> float:
         """The next time a step must land on: an output time or a breakpoint."""
         for t_out in self._landings:
             if t_out > t * (1 + _TIME_TOL) + _TIME_TOL * self.dt_min:
@@ -70,7 +70,7 @@ class StepController:
 
     def propose(self, t: float) -> tuple[float, bool]:
         """(dt for this attempt, whether it lands on an output time or a breakpoint)."""
-        target = self.next_output(t)
+        target = self.next_landing(t)
         remaining = target - t
         if remaining <= self.dt * (1 + 1e-6):
             return remaining, True
@@ -143,6 +143,21 @@ class StepController:
         self.dt = new
         self.after_retry = True
         return True
+
+    def history(self) -> dict[str, float | bool | None]:
+        """The step rule's memory (checkpoint keys): a restart with it takes the steps the
+        uninterrupted run would."""
+        return {
+            "controller_dt": self.dt,
+            "controller_last_error": self.last_error,
+            "controller_after_retry": self.after_retry,
+        }
+
+    def restore_history(self, saved: dict) -> None:
+        """Undo :meth:`history` (keys missing from older checkpoints take their defaults)."""
+        self.dt = saved["controller_dt"]
+        self.last_error = saved.get("controller_last_error")
+        self.after_retry = saved.get("controller_after_retry", False)
 
     def is_output_time(self, t: float) -> bool:
         return any(abs(t - t_out) <= _TIME_TOL * max(t_out, 1e-300) for t_out in self.output_times)
