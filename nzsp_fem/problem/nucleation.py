@@ -154,8 +154,11 @@ class Nucleation:
         }
         coords = V_eta.tabulate_dof_coordinates()[:, :dim] * l0
         self._vertices = coords[cell_dofs]
-        # Summed in sorted order: the same bits whatever vertex order a partition gives a cell.
-        self.centroids = np.sort(self._vertices, axis=1).mean(axis=1)
+        # From the mesh's own node coordinates (dof coordinates are pushed through each
+        # cell's map, whose vertex order depends on the partition: they differed in the last
+        # bit on 2 ranks), summed in sorted order: the same bits on any partition.
+        corners = msh.geometry.x[msh.geometry.dofmap[:n_local, : dim + 1], :dim] * l0
+        self.centroids = np.sort(corners, axis=1).mean(axis=1)
         edges = self._vertices[:, 1:, :] - self._vertices[:, :1, :]
         self.sizes = np.abs(np.linalg.det(edges)) / math.factorial(dim)
         n_nodes = V_eta.dofmap.index_map.size_local
