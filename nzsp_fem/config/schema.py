@@ -332,6 +332,9 @@ class Study(Strict):
 
 
 class Config(Strict):
+    """A validated run configuration: every section, values in SI units. Make one with
+    nzsp_fem.load_config (a YAML path, a mapping of sections or another Config)."""
+
     name: str = "run"
     scales: Scales = Field(default_factory=Scales)
     domain: Domain = Field(default_factory=Domain)
