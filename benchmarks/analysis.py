@@ -6,6 +6,7 @@ driver process must not do while it launches mpirun workers."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from nzsp_fem.config import Config
 
@@ -28,16 +29,8 @@ def controller_steps(
     the paper defaults of config.TimeStepping."""
     from nzsp_fem.solver.timestepping import StepController
 
-    tc = time_cfg or Config().time
-    ctl = StepController.from_config(tc, dt=dt)
-    until = tc.t_end if until is None else until
-    n = 0
-    while not ctl.finished(t) and t < until * (1 - 1e-12) and n < 10**6:
-        step_dt, landed = ctl.propose(t)
-        ctl.accepted(int(round(newton_per_step)), step_dt, landed)
-        t += step_dt
-        n += 1
-    return n
+    ctl = StepController.from_config(time_cfg or Config().time, dt=dt)
+    return len(ctl.dry_run(t, lambda k: int(round(newton_per_step)), until))
 
 
 def successful(results, variants=False):
@@ -47,7 +40,7 @@ def successful(results, variants=False):
 
 def analyse(results: list[dict]) -> dict:
     ok = successful(results)
-    a = {"growth": {}, "parallel": {}, "targets": []}
+    a: dict[str, Any] = {"growth": {}, "parallel": {}, "targets": []}
     for preset in ("direct", "iterative"):
         rows = sorted((r for r in ok if r["preset"] == preset and r["ranks"] == 1), key=lambda r: r["dofs"])
         if len(rows) >= 2:
@@ -125,7 +118,7 @@ def paper_estimate(results: list[dict]) -> dict | None:
     }
     probe_case = next((x for x in successful(results) if x.get("adaptive_probe")), None)
     probe = probe_case["adaptive_probe"] if probe_case else None
-    if probe:
+    if probe_case and probe:
         est["probe_case"] = f"{probe_case['id']}, {probe_case['dofs']} DOFs"
         acc = [a["dt"] for a in probe["attempts"] if a["converged"]]
         # Stalled: dt ended far below the largest accepted dt, after rejections.

@@ -6,7 +6,10 @@ peak memory and PETSc log).
 What a case measures (all times are maxima over ranks; "wall" is elapsed time, "cpu" the
 process CPU time, which is less sensitive to other jobs on a shared machine):
 
-* per step: wall and CPU time, Newton iterations, linear iterations;
+* per step: wall and CPU time, Newton iterations, linear iterations. A step is the run's
+  own fixed-length step, ``Simulation.step(dt)`` (predictor, solve, commit and the step's
+  diagnostics: "other" includes those), and the adaptive probe continues with the
+  production step rule (``Simulation.step()``);
 * the split of the step: assembly (the SNES residual and Jacobian callbacks, timed by
   re-registering whatever callbacks the SNES holds through timers, from outside), linear
   solve (the rest of SNESSolve: PETSc KSPSolve + PCSetUp), and the return mapping: the extra
@@ -244,43 +247,57 @@ def poisson_baseline(mesh, facet_tags, repeats=3) -> dict:
     return out
 
 
-def adaptive_probe(solver, t, dt, commit, max_attempts=60, max_wall_s=150.0) -> dict:
-    """Continue from (t, dt) with the adaptive StepController and the paper defaults of
-    config.TimeStepping (t_end, dt_max, growth, outputs); record every attempt. ``solver`` is
-    the case's CoupledSolver, ``commit`` accepts a step (the problem's commit, timed)."""
+class _Attempts:
+    """Every attempt of the simulation's loop: accepted, failed or rejected by the error
+    estimate."""
+
+    def __init__(self):
+        self.rows = []
+
+    def _row(self, t, dt, report, accepted):
+        self.rows.append(
+            {
+                "t": t,
+                "dt": dt,
+                "newton": report.newton_iterations,
+                "converged": accepted,
+                "reason": report.reason_name,
+                "error_estimate": report.error_estimate,
+            }
+        )
+
+    def on_step_rejected(self, sim, t, dt, report):
+        self._row(t, dt, report, False)
+
+    def on_step_accepted(self, sim, info):
+        self._row(info.t - info.dt, info.dt, info.report, True)
+
+
+def adaptive_probe(sim, dt, max_attempts=60, max_wall_s=150.0) -> dict:
+    """Continue ``sim`` (the case's nzsp_fem.Simulation) from its state with the production
+    step rule (Simulation.step: error estimate, interface-motion cap, PI control, cut and
+    retry) under the defaults of config.TimeStepping (t_end, dt_max, tolerances), from
+    ``dt``; record every attempt. Stops after ``max_attempts`` attempts or ``max_wall_s``."""
     from mpi4py import MPI
 
     from nzsp_fem.solver import StepController
 
-    comm = solver.problem.comm
-    ctl = StepController.from_config(Config().time, dt=dt)
-    attempts, t0, w_start = [], t, time.perf_counter()
-    while not ctl.finished(t) and len(attempts) < max_attempts:
+    comm = sim.comm
+    sim.controller = StepController.from_config(Config().time, dt=dt, breakpoints=sim.protocol.breakpoints)
+    log = sim.add_observer(_Attempts())
+    attempts, t0, w_start = log.rows, sim.t, time.perf_counter()
+    while not sim.finished and len(attempts) < max_attempts:
         if comm.allreduce(time.perf_counter() - w_start, op=MPI.MAX) > max_wall_s:
             break
-        step_dt, landed = ctl.propose(t)
-        report = solver.try_step(t, step_dt)
-        attempts.append(
-            {
-                "t": t,
-                "dt": step_dt,
-                "newton": report.newton_iterations,
-                "converged": bool(report.converged),
-                "reason": report.reason_name,
-            }
-        )
-        if report.converged:
-            commit()
-            t += step_dt
-            ctl.accepted(report.newton_iterations, step_dt, landed)
-        elif not ctl.failed(step_dt):
+        if sim.step() is None:
             break
+    sim.remove_observer(log)
     acc = [a for a in attempts if a["converged"]]
     return {
         "t_start": t0,
-        "t_end": t,
+        "t_end": sim.t,
         "dt_start": dt,
-        "dt_end": ctl.dt,
+        "dt_end": sim.controller.dt,
         "accepted": len(acc),
         "rejected": len(attempts) - len(acc),
         "attempts": attempts,
@@ -336,8 +353,7 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     import dolfinx
 
     from nzsp_fem.mesh import build_polycrystal, spec_from_config
-    from nzsp_fem.problem import CoupledProblem
-    from nzsp_fem.solver import CoupledSolver
+    from nzsp_fem.run import Simulation, StepFailed
 
     def say(msg):
         if log is not None and comm.rank == 0:
@@ -353,13 +369,13 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     poly = build_polycrystal(spec_from_config(cfg), comm, cache_dir=cfg.mesh.cache_dir)
     timings["mesh_s"] = comm.allreduce(time.perf_counter() - w0, op=MPI.MAX)
     w0 = time.perf_counter()
-    pb = CoupledProblem(cfg, poly)
     # The solver applies the preset, including the iterative preset's field split
     # (nzsp_fem.solver.presets.field_splits); variants only add PETSc options (cases.py).
-    solver = CoupledSolver(pb)
+    sim = Simulation(cfg, comm, polycrystal=poly)
+    pb, solver = sim.problem, sim.solver
     timings["setup_s"] = comm.allreduce(time.perf_counter() - w0, op=MPI.MAX)
     w0 = time.perf_counter()
-    solver.initialize()
+    sim.start()
     timings["initialize_s"] = comm.allreduce(time.perf_counter() - w0, op=MPI.MAX)
     dofs = pb.dofs
     cells = poly.mesh.topology.index_map(poly.mesh.topology.dim).size_global
@@ -380,12 +396,11 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     s.solve = clock.wrap("snes", s.solve)
     if pb.plastic is not None:
         pb.plastic.commit = clock.wrap("plastic_commit", pb.plastic.commit)
-    commit = clock.wrap("commit", pb.commit)
+    pb.commit = clock.wrap("commit", pb.commit)  # what the solver's accept calls
 
     stage = _new_stage("bench_steps")
     profiler = cProfile.Profile() if case.get("profile") and comm.rank == 0 else None
     per_step = []
-    t = 0.0
     converged = True
     comm.barrier()
     stage.push()
@@ -394,10 +409,10 @@ def run_case(case: dict, comm=None, log=None) -> dict:
     for k in range(steps):
         comm.barrier()
         w0, c0 = time.perf_counter(), time.process_time()
-        report = solver.try_step(t, dt)
-        if report.converged:
-            commit()
-            t += dt
+        try:
+            report = sim.step(dt).report  # the run's own step: predictor, commit, diagnostics
+        except StepFailed as failed:
+            report = failed.report
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         per_step.append(
             {
@@ -535,13 +550,13 @@ def run_case(case: dict, comm=None, log=None) -> dict:
 
     result["adaptive_probe"] = None
     if case.get("adaptive_probe") and converged:
-        result["adaptive_probe"] = adaptive_probe(solver, t, dt, commit, **case["adaptive_probe"])
+        result["adaptive_probe"] = adaptive_probe(sim, dt, **case["adaptive_probe"])
         ap = result["adaptive_probe"]
         say(
             f"  adaptive probe: {ap['accepted']} accepted / {ap['rejected']} rejected, t {ap['t_start']:.3g} -> "
             f"{ap['t_end']:.3g} s, dt -> {ap['dt_end']:.3g} s"
         )
-    solver.destroy()
+    sim.close()
     return result
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
-    from .run import Fields, Observer, RunState, Simulation, StepInfo
+    from .run import Fields, Observer, RunState, Simulation, StepFailed, StepInfo
 
 __version__ = "0.1.0"
 
@@ -34,13 +34,14 @@ __all__ = [
     "Observer",
     "RunState",
     "Simulation",
+    "StepFailed",
     "StepInfo",
     "load_config",
 ]
 
 # Loaded on first use: importing DOLFINx takes seconds, and the CLI reports bad input
 # before that.
-_LAZY = {"Fields", "Observer", "RunState", "Simulation", "StepInfo"}
+_LAZY = {"Fields", "Observer", "RunState", "Simulation", "StepFailed", "StepInfo"}
 
 
 def __getattr__(name: str) -> Any:

@@ -11,23 +11,21 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from mpi4py import MPI
 
-from dolfinx import fem
-
 from .config import Config, as_config
+from .io.output_fields import Fields
 from .io.run_record import RunRecord
 from .io.rundir import prepare_directory
-from .mesh import build_polycrystal, spec_from_config, validate
+from .mesh import Polycrystal, build_polycrystal, spec_from_config, validate
 from .physics.parameters import interface_width
 from .problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator, metal_connects_electrodes
 from .solver import CoupledSolver, SolveReport, StepController
 from .solver.protocol import ElectrodeProtocol
-from .solver.state import RunState
+from .solver.state import Observer, RunState, StepFailed, StepInfo
 
 # A target charge counts as reached within this fraction (round-off of the landing step).
 _CHARGE_TOL = 1e-9
@@ -54,45 +52,7 @@ def output_directory(cfg: Config, output: str | Path | None) -> Path:
 # Run state -------------------------------------------------------------------------------
 
 
-@dataclass
-class StepInfo:
-    """One accepted step, as :meth:`Simulation.step` returns it and observers receive it."""
-
-    t: float  #: time at the end of the step (s)
-    dt: float  #: its length (s)
-    step: int  #: accepted steps so far, this one included
-    report: SolveReport  #: Newton / linear iterations, error estimate, interface change
-    diagnostics: Diagnostics  #: scalar diagnostics of the new state (SI)
-    landed: bool  #: shortened to land on an output time, a breakpoint or a target
-    segment: int  #: index of the electrode-protocol segment the step belongs to
-
-
 # Observers -------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Observer(Protocol):
-    """What the loop calls on an observer (:meth:`Simulation.add_observer`). Every method
-    is optional: an observer defines those it needs (a plain function is taken as
-    ``on_step_accepted``).
-
-    * ``before_step(sim, t, dt)``: before each attempt from ``t`` to ``t + dt`` (forcing
-      that changes between steps is applied here; a retry calls it again).
-    * ``max_dt(sim) -> float | None``: an upper bound for the next attempt (s).
-    * ``next_breakpoint(sim) -> float | None``: a time (s) the next steps must land on;
-      the step that would pass it is shortened to end there.
-    * ``on_step_accepted(sim, info)``: after each accepted step, once the simulation has
-      decided whether the run ends there (``sim.finished``). An observer may change the
-      state or the forcing here; if it changes the state it calls
-      :meth:`Simulation.state_changed` so that the next step starts from it.
-    * ``on_finish(sim)``: once, when :meth:`Simulation.run` leaves the loop.
-    * ``checkpoint_state() -> dict`` and ``restore_checkpoint_state(saved)``: what the
-      observer needs to continue after a restart (JSON-able), stored in the checkpoint
-      under ``checkpoint_key`` (default: the class name). Add the observer before
-      ``run(restart=True)``.
-    """
-
-    def on_step_accepted(self, sim: Simulation, info: StepInfo) -> None: ...
 
 
 def _key(observer: Any) -> str:
@@ -101,7 +61,7 @@ def _key(observer: Any) -> str:
 
 class _Callback:
     def __init__(self, fn: Callable[[Simulation, StepInfo], None]):
-        self.on_step_accepted = fn
+        self.fn = self.on_step_accepted = fn
 
 
 class _Interrupt:
@@ -139,37 +99,6 @@ class _ConsoleLog:
             print(message, flush=True)
 
 
-class Fields:
-    """The current fields by name (``sim.fields.eta``), each a DOLFINx Function on its own
-    (collapsed) space in SI units: eta, c (mol/m^3, also when the unknown is ln c),
-    phi_i (V; ``phi`` is the same function), phi_e (V, two potentials), u (m, with
-    mechanics). Refilled from the state at every access; a copy, so writing to it changes
-    nothing."""
-
-    def __init__(self, problem: CoupledProblem):
-        self._problem = problem
-        self._functions: dict[str, fem.Function] = {}
-
-    @property
-    def names(self) -> list[str]:
-        return [("phi_i" if f.name == "phi" else f.name) for f in self._problem.table]
-
-    def __getattr__(self, name: str) -> fem.Function:
-        pb = self._problem
-        key = "phi" if name == "phi_i" else name
-        if key.startswith("_") or key not in pb.field:
-            raise AttributeError(f"no field {name!r}; the fields are {', '.join(self.names)}")
-        func = self._functions.get(key)
-        if func is None:
-            func = self._functions[key] = fem.Function(pb.collapsed_space(key), name=name)
-        factor = pb.field[key].outputs[0][1] if pb.field[key].outputs else 1.0
-        func.x.array[:] = pb.physical_values(key) * factor
-        return func
-
-    def __dir__(self) -> list[str]:
-        return self.names + ["phi"] * ("phi_i" in self.names)
-
-
 # The simulation --------------------------------------------------------------------------
 
 
@@ -184,6 +113,10 @@ class Simulation:
     comm:
         The MPI communicator to run on (default ``MPI.COMM_WORLD``). Every method is
         collective on it.
+    polycrystal:
+        A mesh built before (``nzsp_fem.mesh.build_polycrystal``) for this config's
+        geometry, to share between simulations on the same microstructure; by default
+        it is built (or read from the mesh cache).
 
     Stepping by hand writes nothing::
 
@@ -207,12 +140,20 @@ class Simulation:
     ``status`` and ``reason`` say which.
     """
 
-    def __init__(self, config: Config | dict | str | Path, comm: MPI.Comm | None = None):
+    def __init__(
+        self,
+        config: Config | dict | str | Path,
+        comm: MPI.Comm | None = None,
+        *,
+        polycrystal: Polycrystal | None = None,
+    ):
         self.cfg = cfg = as_config(config)
         self.comm = comm = MPI.COMM_WORLD if comm is None else comm
-        spec = spec_from_config(cfg)
-        validate(spec)
-        self.poly = build_polycrystal(spec, comm, cache_dir=cfg.mesh.cache_dir)
+        if polycrystal is None:
+            spec = spec_from_config(cfg)
+            validate(spec)
+            polycrystal = build_polycrystal(spec, comm, cache_dir=cfg.mesh.cache_dir)
+        self.poly = polycrystal
         self.problem = CoupledProblem(cfg, self.poly)
         self.solver = CoupledSolver(self.problem)
         self.evaluator = DiagnosticsEvaluator(self.problem)
@@ -249,7 +190,7 @@ class Simulation:
     @property
     def diagnostics(self) -> Diagnostics:
         """Scalar diagnostics of the current state (SI; evaluated after every step)."""
-        self._start()
+        self.start()
         assert self._diagnostics is not None
         return self._diagnostics
 
@@ -259,6 +200,10 @@ class Simulation:
         they were added."""
         self._observers.append(_Callback(observer) if callable(observer) else observer)
         return observer
+
+    def remove_observer(self, observer: Any) -> None:
+        """Remove an observer added by :meth:`add_observer`."""
+        self._observers = [o for o in self._observers if o is not observer and getattr(o, "fn", None) is not observer]
 
     def stop(self, reason: str, status: str = "completed") -> None:
         """End the run after the current step (``status``: completed, interrupted or diverged)."""
@@ -290,21 +235,30 @@ class Simulation:
                 obs.restore_checkpoint_state(observers[_key(obs)])
         self._diagnostics = self.evaluator()
 
-    def _start(self) -> None:
-        """The initial state, made consistent by the start-up solves (once)."""
+    def start(self) -> None:
+        """Set the initial state (eta from the nuclei, then the start-up solves that make
+        the potentials and u consistent with it). The first step() or run() does it;
+        call it first to change the initial state by hand (then :meth:`state_changed`)."""
         if self._diagnostics is None:
             self.solver.initialize()
             self._diagnostics = self.evaluator()
 
     # The loop ------------------------------------------------------------------------------
-    def step(self) -> StepInfo | None:
+    def step(self, dt: float | None = None) -> StepInfo | None:
         """Advance by one accepted step (failed or inaccurate attempts are rolled back and
         retried with a shorter dt); writes nothing. Returns None when the run stops
         without accepting a step (dt below dt_min, max_steps), with ``status`` and
-        ``reason`` set."""
+        ``reason`` set.
+
+        With ``dt`` (s), one step of exactly that length instead, whatever the step rule,
+        the observers' limits and the run's end say (tests and benchmarks use fixed
+        steps); if it fails, the state is rolled back and :class:`StepFailed` is raised.
+        """
         if self._closed:
             raise RuntimeError("this simulation has been closed (run() closes it when it returns)")
-        self._start()
+        self.start()
+        if dt is not None:
+            return self._fixed_step(dt)
         if self.finished:
             raise RuntimeError(f"the run has finished at t = {self.t:.6g} s ({self.reason or 't_end reached'})")
         cfg, state, log = self.cfg, self.state, self.log
@@ -323,14 +277,11 @@ class Simulation:
                 if to_target < dt:
                     dt, landed = max(to_target, cfg.time.dt_min), True
             dt, landed = self._observer_limits(t, dt, landed)
-            segment_before = self.protocol.current_segment
-            segment = self.protocol.apply(t)
-            if segment_before is not None and segment != segment_before:
-                solver.forget_history()
-            self._notify("before_step", t, dt)
+            segment = self._attempt_setup(t, dt)
             report = solver.try_step(t, dt)
             if not report.converged:
                 state.failed_attempts += 1
+                self._notify("on_step_rejected", t, dt, report)
                 log(
                     f"  step failed at t={t:.6e} s, dt={dt:.3e} s: {report.reason_name} "
                     f"after {report.newton_iterations} Newton iterations; cutting dt",
@@ -348,6 +299,7 @@ class Simulation:
             if controller.too_inaccurate(report.error_estimate):
                 solver.reject()
                 state.failed_attempts += 1
+                self._notify("on_step_rejected", t, dt, report)
                 log(
                     f"  step rejected at t={t:.6e} s, dt={dt:.3e} s: error estimate "
                     f"{report.error_estimate:.3g} > {cfg.time.error_tolerance:.3g}; shrinking dt",
@@ -359,13 +311,36 @@ class Simulation:
                     self.stop("error estimate above tolerance at dt_min", "diverged")
                     return None
                 continue
-            break
-        solver.accept(dt)
+            controller.accepted(report.newton_iterations, dt, landed, report.error_estimate, report.interface_change)
+            return self._accept(t, dt, report, landed, segment)
+
+    def _fixed_step(self, dt: float) -> StepInfo:
+        t = self.state.t
+        segment = self._attempt_setup(t, dt)
+        report = self.solver.try_step(t, dt)
+        if not report.converged:
+            self.state.failed_attempts += 1
+            self._notify("on_step_rejected", t, dt, report)
+            raise StepFailed(t, dt, report)
+        return self._accept(t, dt, report, False, segment)
+
+    def _attempt_setup(self, t: float, dt: float) -> int:
+        """The protocol's segment for an attempt from t (the predictor forgets the steps
+        of another segment), then the observers' before_step."""
+        segment_before = self.protocol.current_segment
+        segment = self.protocol.apply(t)
+        if segment_before is not None and segment != segment_before:
+            self.solver.forget_history()
+        self._notify("before_step", t, dt)
+        return segment
+
+    def _accept(self, t: float, dt: float, report: SolveReport, landed: bool, segment: int) -> StepInfo:
+        state = self.state
+        self.solver.accept(dt)
         t += dt
         state.t = t
         state.steps += 1
         state.newton_iterations += report.newton_iterations
-        controller.accepted(report.newton_iterations, dt, landed, report.error_estimate, report.interface_change)
         diag = self._diagnostics = self.evaluator()
         state.charge_C += diag.electrode_current_A * dt
         info = StepInfo(t, dt, state.steps, report, diag, landed, segment)
@@ -478,7 +453,7 @@ class Simulation:
             self.restore_state(resumed)
             self.state.restarts += 1
         else:
-            self._start()
+            self.start()
         record.open(pb, self.evaluator, self.t if resumed is not None else None, self.state.restarts)
         if resumed is None:
             record.write_fields(self.t)
@@ -586,6 +561,7 @@ __all__ = [
     "Observer",
     "RunState",
     "Simulation",
+    "StepFailed",
     "StepInfo",
     "charge_unit",
     "output_directory",

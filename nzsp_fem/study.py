@@ -19,7 +19,7 @@ import pyvista
 
 from mpi4py import MPI
 
-from .config import Config, check_parameter_path, with_value
+from .config import Config, check_parameter_path, config_value, with_value
 from .config.protocol import electrode_segments
 from .exit_codes import exit_code
 from .io.figures import plot_comparison, plot_probes
@@ -132,10 +132,7 @@ def write_ccd_figure(outdir: Path, cfg: Config, cases) -> Path:
     the case ran it; categories are placed in order)."""
     values, ccd, ceilings = [], [], []
     for dirname, _, case_cfg in cases:
-        node = case_cfg
-        for part in cfg.study.parameter.split("."):
-            node = getattr(node, part)
-        values.append(node)
+        values.append(config_value(case_cfg, cfg.study.parameter))
         ceilings.append(max(abs(s.signed_current_density or 0.0) for s in electrode_segments(case_cfg)))
         path = outdir / dirname / "summary.json"
         summary = json.loads(path.read_text()) if path.exists() else {}

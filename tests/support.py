@@ -7,10 +7,14 @@ import copy
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mpi4py import MPI
+
+if TYPE_CHECKING:
+    from nzsp_fem import Simulation
 
 COMM = MPI.COMM_WORLD
 REPO = Path(__file__).resolve().parents[1]
@@ -65,22 +69,36 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *expected: str, status
 
 
 class FixedSteps:
-    """Stepping a coupled problem with fixed steps, for tests: subclasses set ``pb``
-    (CoupledProblem), ``solver`` (CoupledSolver) and ``t``. Each step commits the problem
-    directly, so the solver keeps no history and Newton starts from the last state."""
+    """A Simulation stepped with fixed steps, for tests: subclasses set ``sim``
+    (nzsp_fem.Simulation); ``pb``, ``solver``, ``evaluator`` and ``t`` are its own."""
+
+    sim: Simulation
+
+    @property
+    def pb(self):
+        return self.sim.problem
+
+    @property
+    def solver(self):
+        return self.sim.solver
+
+    @property
+    def evaluator(self):
+        return self.sim.evaluator
+
+    @property
+    def t(self) -> float:
+        return self.sim.t
 
     def set_state(self, **values) -> None:
-        """Set fields (scaled values) in the state and commit: the old state too."""
+        """Set fields (scaled values) in the state, taken as the committed state."""
         for name, v in values.items():
             self.pb.set_sub(name, v)
-        self.pb.commit()
+        self.sim.state_changed()
 
     def step(self, dt: float):
-        report = self.solver.try_step(self.t, dt)
-        assert report.converged, f"t = {self.t:.3e} s, dt = {dt:.1e} s: {report.reason_name}"
-        self.pb.commit()
-        self.t += dt
-        return report
+        """One step of dt (s), which must converge; its SNES report."""
+        return self.sim.step(dt).report
 
     def owned(self, name: str):
         """(coordinates in m, physical values) at the owned nodes of a scalar field."""

@@ -129,7 +129,7 @@ def test_step_by_step_equals_run(tmp_workdir, cache):
     sim.close()
     assert not any(tmp_workdir.iterdir())
 
-    other = nzsp_fem.Simulation(cfg, COMM)
+    other = nzsp_fem.Simulation(cfg, COMM, polycrystal=sim.poly)  # same mesh and partition
     summary = other.run(tmp_workdir / "run")
     assert summary["steps"] == 3 and summary["newton_iterations"] == sum(i.report.newton_iterations for i in infos)
     np.testing.assert_array_equal(other.fields.eta.x.array, eta_by_hand)

@@ -63,3 +63,14 @@ def test_tagged_demo3d_row_differs_only_in_gb_representation(tmp_path):
     a, b = smooth.model_dump(), tagged.model_dump()
     a["microstructure"]["gb_representation"] = "tagged"
     assert a == b
+
+
+def test_adaptive_probe_takes_production_steps(tmp_path):
+    """The adaptive probe continues the case through Simulation.step(): the production step
+    rule, so every attempt carries the error estimate that rule judges it by (after two
+    fixed steps the predictor that gives it has its history)."""
+    case = cases.plan(quick=True, steps=2, dt=cases.DT, scratch=tmp_path)[0]
+    case.update(poisson=False, return_map=False, adaptive_probe={"max_attempts": 2, "max_wall_s": 600})
+    probe = measure.run_case(case)["adaptive_probe"]
+    assert probe["accepted"] >= 1 and probe["t_end"] > probe["t_start"] == pytest.approx(2 * cases.DT)
+    assert all(a["error_estimate"] is not None for a in probe["attempts"] if a["converged"])

@@ -49,11 +49,10 @@ from mpi4py import MPI
 
 from dolfinx import fem
 
+from nzsp_fem import Simulation
 from nzsp_fem.config import Config, parse_config
 from nzsp_fem.mesh import build_polycrystal, spec_from_config
 from nzsp_fem.physics.parameters import FARADAY
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
-from nzsp_fem.solver import CoupledSolver
 
 COMM = MPI.COMM_WORLD
 MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
@@ -123,12 +122,8 @@ class Sim(FixedSteps):
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        poly = polycrystal(spec_from_config(cfg))
-        self.pb = CoupledProblem(cfg, poly)
-        self.solver = CoupledSolver(self.pb)
-        self.evaluator = DiagnosticsEvaluator(self.pb)
-        self.solver.initialize()
-        self.t = 0.0
+        self.sim = Simulation(cfg, COMM, polycrystal=polycrystal(spec_from_config(cfg)))
+        self.sim.start()
         pb = self.pb
         fields = pb.fields(pb.w)
         # Total Na (scaled) on the lumped (vertex) measure: the quantity the bounded

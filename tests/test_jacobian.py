@@ -21,8 +21,8 @@ from support import merge, rprint
 from mpi4py import MPI
 
 from nzsp_fem.config import parse_config
-from nzsp_fem.mesh import build_polycrystal, spec_from_config
 from nzsp_fem.problem import CoupledProblem
+from nzsp_fem.run import Simulation
 from nzsp_fem.solver import CoupledSolver
 
 COMM = MPI.COMM_WORLD
@@ -111,16 +111,11 @@ def yielding_state():
     """The coupled problem in the middle of a step in which the metal yields: solved (not
     yet committed) at t = 3e-5 s."""
     cfg = parse_config(merge({}, CONFIG))
-    poly = build_polycrystal(spec_from_config(cfg), COMM, cache_dir=cfg.mesh.cache_dir)
-    pb = CoupledProblem(cfg, poly)
-    solver = CoupledSolver(pb)
-    solver.initialize()
-    t, dt = 0.0, 1e-5
-    for _ in range(2):
-        assert solver.try_step(t, dt).converged
-        solver.accept(dt)
-        t += dt
-    report = solver.try_step(t, dt)
+    sim = Simulation(cfg, COMM)
+    pb, solver, dt = sim.problem, sim.solver, 1e-5
+    sim.step(dt)
+    sim.step(dt)
+    report = solver.try_step(sim.t, dt)  # one attempt, left uncommitted
     assert report.converged, report.reason_name
     # Plastic flow in this step, at the state tested: commit the return map to see where p
     # grows, then put the committed (start-of-step) plastic state back.

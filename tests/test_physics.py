@@ -52,8 +52,8 @@ from nzsp_fem.config import Config, parse_config
 from nzsp_fem.mesh import LEFT, RIGHT, build_polycrystal, spec_from_config
 from nzsp_fem.physics import forms
 from nzsp_fem.physics.parameters import FARADAY, time_scale
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
-from nzsp_fem.solver import CoupledSolver, StepController
+from nzsp_fem.run import Simulation
+from nzsp_fem.solver import StepController
 
 COMM = MPI.COMM_WORLD
 REPO = Path(__file__).resolve().parents[1]
@@ -85,20 +85,16 @@ def _polycrystal(spec):
 
 
 class Sim:
-    """A problem with its solver and diagnostics, as the run loop holds them; attributes
+    """A Simulation (stepped with fixed steps) with the helpers these tests read; attributes
     not defined here are the problem's."""
 
     def __init__(self, cfg: Config):
-        self.problem = CoupledProblem(cfg, _polycrystal(spec_from_config(cfg)))
-        self.solver = CoupledSolver(self.problem)
-        self.evaluator = DiagnosticsEvaluator(self.problem)
-        self.solver.initialize()
+        self.sim = Simulation(cfg, COMM, polycrystal=_polycrystal(spec_from_config(cfg)))
+        self.sim.start()
+        self.problem, self.solver, self.evaluator = self.sim.problem, self.sim.solver, self.sim.evaluator
 
     def __getattr__(self, name):
         return getattr(self.problem, name)
-
-    def try_step(self, t, dt):
-        return self.solver.try_step(t, dt)
 
     def diagnostics(self):
         return self.evaluator()
@@ -133,7 +129,7 @@ def boundary_current(pb: Sim, tag: int, with_source: bool = True) -> float:
     chi.x.scatter_forward()
     phi = pb.fields(pb.w).phi
     source = pb.deposition_rate(chi) if with_source else 0.0
-    form = fem.form(forms.charge_residual(phi, pb.sigma_el, chi, source, pb.charge_source, pb.dx))
+    form = fem.form(forms.charge_residual(phi, pb.sigma_ionic, chi, source, pb.charge_source, pb.dx))
     value = COMM.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
     sc = pb.scaling
     return -value * sc.current_density * sc.length ** (pb.dim - 1)
@@ -163,17 +159,14 @@ class Record:
     n_nodes: int = 0
 
 
-def run_fixed(pb: Sim, dts, t0: float = 0.0) -> Record:
+def run_fixed(pb: Sim, dts) -> Record:
+    """Steps of the given lengths (s), each of which must converge."""
     rec = Record(initial=pb.diagnostics(), n_nodes=scalar_nodes(pb))
-    t = t0
     for dt in dts:
-        report = pb.try_step(t, dt)
-        assert report.converged, f"step t={t:.3e} s dt={dt:.1e} s failed: {report.reason_name}"
-        pb.commit()
-        t += dt
+        info = pb.sim.step(dt)
         rec.dt.append(dt)
-        rec.reports.append(report)
-        rec.diags.append(pb.diagnostics())
+        rec.reports.append(info.report)
+        rec.diags.append(info.diagnostics)
         rec.i_left.append(pb.electrode_current())
         rec.i_right.append(boundary_current(pb, RIGHT))
     return rec
@@ -256,7 +249,7 @@ def test_homogeneous_strip_current_matches_ohm():
     )
     pb = make_problem(cfg)
     pb.set_sub("eta", 0.0)
-    pb.commit()  # eta = 0 also in the old state (no plastic state: mechanics off)
+    pb.sim.state_changed()  # eta = 0 also in the old state
     rec = run_fixed(pb, [DT, DT])
     expected = sigma * abs(PHI_APP) / WIDTH * HEIGHT
     rprint(f"\n[homogeneous strip] expected I = {expected:.15e} A/m")
@@ -366,7 +359,7 @@ def _homogeneous_strip(over: dict) -> Sim:
     assert cfg.materials.grain.conductivity == 0.1  # sigma_SE: the strip is homogeneous
     pb = make_problem(cfg)
     pb.set_sub("eta", 0.0)
-    pb.commit()  # eta = 0 also in the old state (no plastic state: mechanics off)
+    pb.sim.state_changed()  # eta = 0 also in the old state
     return pb
 
 
@@ -454,27 +447,15 @@ def test_galvanostatic_polycrystal_grows_or_dissolves(sign):
 PARALLEL_SCRIPT = r"""
 import json, sys
 from mpi4py import MPI
-from nzsp_fem.config import parse_config
-from nzsp_fem.mesh import build_polycrystal
-from nzsp_fem.mesh import spec_from_config
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
-from nzsp_fem.solver import CoupledSolver
+from nzsp_fem import Simulation, load_config
 
-cfg = parse_config(json.loads(open(sys.argv[1]).read()))
-dts = json.loads(sys.argv[3])
 comm = MPI.COMM_WORLD
-pb = CoupledProblem(cfg, build_polycrystal(spec_from_config(cfg), comm, cache_dir=cfg.mesh.cache_dir))
-solver, diagnostics = CoupledSolver(pb), DiagnosticsEvaluator(pb)
-solver.initialize()
-t, rows = 0.0, []
-for dt in dts:
-    r = solver.try_step(t, dt)
-    if not r.converged:
-        raise SystemExit(f"step t={t} dt={dt} failed: {r.reason_name}")
-    pb.commit()
-    t += dt
-    rows.append(dict(vars(diagnostics()), newton_iterations=r.newton_iterations,
-                     residual_norm=r.residual_norm))
+sim = Simulation(load_config(json.loads(open(sys.argv[1]).read())), comm)
+rows = []
+for dt in json.loads(sys.argv[3]):
+    info = sim.step(dt)
+    rows.append(dict(vars(info.diagnostics), newton_iterations=info.report.newton_iterations,
+                     residual_norm=info.report.residual_norm))
 if comm.rank == 0:
     with open(sys.argv[2], "w") as f:
         json.dump({"ranks": comm.size, "rows": rows}, f)
@@ -581,29 +562,31 @@ def test_failed_step_leaves_no_trace():
     pa = make_problem(cfg)
     initial = _snapshot(pa)
     run_fixed(pa, [DT, DT])
-    t = 2 * DT
     p_before = gmax_abs(pa.plastic.p.x.array)
     assert p_before > 1e-3, "plasticity should be active (the nucleus expands into the grain)"
     w0, eps0, pp0 = _snapshot(pa)
 
-    ctl = StepController(t_end=1e6, dt=1e3, dt_min=1e-12, dt_max=1e3, cut=0.01)
+    # The run's own loop, with a step rule that starts absurdly large and cuts by 100.
+    pa.sim.controller = StepController(t_end=1e6, dt=1e3, dt_min=1e-12, dt_max=1e3, cut=0.01)
     attempts = []
-    for _ in range(10):
-        dt, _ = ctl.propose(t)
-        report = pa.try_step(t, dt)
-        attempts.append((dt, report.converged, report.reason_name, report.newton_iterations))
-        if report.converged:
-            break
-        # Rolled back: exactly the committed state, plastic history untouched.
-        assert gmax_abs(pa.w.x.array - w0) == 0.0
-        assert gmax_abs(pa.plastic.eps_p.x.array - eps0) == 0.0 and gmax_abs(pa.plastic.p.x.array - pp0) == 0.0
-        assert ctl.failed(dt)
+
+    class Attempts:
+        def on_step_rejected(self, sim, t, dt, report):
+            attempts.append((dt, report.converged, report.reason_name, report.newton_iterations))
+            # Rolled back: exactly the committed state, plastic history untouched.
+            assert gmax_abs(pa.w.x.array - w0) == 0.0
+            assert gmax_abs(pa.plastic.eps_p.x.array - eps0) == 0.0 and gmax_abs(pa.plastic.p.x.array - pp0) == 0.0
+
+        def on_step_accepted(self, sim, info):
+            attempts.append((info.dt, info.report.converged, info.report.reason_name, info.report.newton_iterations))
+
+    pa.sim.add_observer(Attempts())
+    pa.sim.step()
     rprint("\n[failed step] attempts (dt, converged, reason, Newton its): " + str(attempts))
     assert attempts[0][0] == 1e3 and attempts[0][1] is False
     assert attempts[-1][1] is True and len(attempts) >= 2
-    pa.commit()
     accepted = [DT, DT, attempts[-1][0], 2 * DT, 2 * DT]
-    run_fixed(pa, accepted[3:], t0=t + attempts[-1][0])
+    run_fixed(pa, accepted[3:])
     p_after = gmax_abs(pa.plastic.p.x.array)
     assert p_after > p_before, "plastic strain must evolve over the retried steps"
 

@@ -129,12 +129,7 @@ def test_steps_land_on_breakpoints_without_writing_output():
     controller that steps across a segment boundary (the current would change mid-step)."""
     ctl = StepController(t_end=1.0, dt=0.3, dt_min=1e-3, dt_max=1.0, growth=1.0, breakpoints=[0.7, 0.25, 1.0, 0.0])
     assert ctl.breakpoints == [0.25, 0.7]
-    t, times = 0.0, []
-    while not ctl.finished(t):
-        dt, landed = ctl.propose(t)
-        t += dt
-        ctl.accepted(99, dt, landed)
-        times.append((t, landed))
+    times = [(t, landed) for t, _, landed in ctl.dry_run()]
     assert [x for x, _ in times] == pytest.approx([0.25, 0.55, 0.7, 1.0], rel=1e-12)
     assert [landed for _, landed in times] == [True, False, True, True]
     assert not ctl.is_output_time(0.25) and not ctl.is_output_time(0.7) and ctl.is_output_time(1.0)

@@ -3,8 +3,9 @@
 The solver works in x/l0, t/t0, stresses/E_SE, energies/W (docs/model.md, "Unknowns and
 scaling"). Any consistent choice of the scales cancels; what cannot cancel is a wrong
 dimensionless group. Each test here drives CoupledProblem + CoupledSolver +
-DiagnosticsEvaluator with SI inputs and SI time steps on a 1-grain strip (0.4 x 0.1 um, no
-GB, 10 nm triangles) and compares the SI outcome with a solution written in this file:
+DiagnosticsEvaluator (through a Simulation with fixed steps) with SI inputs and SI time
+steps on a 1-grain strip (0.4 x 0.1 um, no GB, 10 nm triangles) and compares the SI
+outcome with a solution written in this file:
 
 1. Diffusion from the reservoir: eta = 0 (no metal, no reaction), phi = 0 (phi_app = 0 V,
    so migration vanishes), c = 0 at t = 0 and c = 1 on the right edge: the semi-infinite
@@ -46,10 +47,9 @@ from mpi4py import MPI
 import ufl
 from dolfinx import fem
 
+from nzsp_fem import Simulation
 from nzsp_fem.config import parse_config
 from nzsp_fem.mesh import build_polycrystal, spec_from_config
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
-from nzsp_fem.solver import CoupledSolver
 
 COMM = MPI.COMM_WORLD
 MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
@@ -85,11 +85,8 @@ class Strip(FixedSteps):
     def __init__(self, over: dict):
         self.cfg = cfg = parse_config(merge(STRIP, over))
         poly = build_polycrystal(spec_from_config(cfg), COMM, cache_dir=MESH_CACHE)
-        self.pb = CoupledProblem(cfg, poly)
-        self.solver = CoupledSolver(self.pb)
-        self.evaluator = DiagnosticsEvaluator(self.pb)
-        self.solver.initialize()
-        self.t = 0.0
+        self.sim = Simulation(cfg, COMM, polycrystal=poly)
+        self.sim.start()
 
 
 @functools.lru_cache(maxsize=None)

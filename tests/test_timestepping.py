@@ -4,8 +4,8 @@ after a failure and the refusal below dt_min, no sliver before an output time, a
 landing step that does not shrink the running dt.
 
 Every expectation is worked out by hand from the rules in the module docstring; the
-driver below replays run.run_single's use of the controller (propose, then accepted or
-failed) without a solver.
+driver below (StepController.dry_run) replays the loop's use of the controller (propose,
+then accepted) without a solver.
 """
 
 from __future__ import annotations
@@ -20,14 +20,9 @@ HARD = 99  # Newton iterations of a hard solve: never "easy"
 
 
 def drive(ctl: StepController, iterations=lambda k: HARD, max_steps=100):
-    """Accept every proposed step, as run.run_single does; returns [(t, dt, landed)]."""
-    t, steps = 0.0, []
-    while not ctl.finished(t):
-        assert len(steps) < max_steps, "the controller never reaches t_end"
-        dt, landed = ctl.propose(t)
-        t += dt
-        ctl.accepted(iterations(len(steps)), dt, landed)
-        steps.append((t, dt, landed))
+    """Accept every proposed step (StepController.dry_run); returns [(t, dt, landed)]."""
+    steps = ctl.dry_run(0.0, iterations, max_steps=max_steps)
+    assert ctl.finished(steps[-1][0]), "the controller never reaches t_end"
     return steps
 
 
@@ -108,13 +103,7 @@ def test_growth_compounds_over_easy_steps():
     """Catches a growth factor applied once instead of per step: 0.1 * 1.5**3 after three
     easy steps; the steps taken are 0.1, 0.15, 0.225."""
     ctl = StepController(t_end=100.0, dt=0.1, dt_min=1e-3, dt_max=10.0, growth=1.5)
-    taken = []
-    t = 0.0
-    for _ in range(3):
-        dt, landed = ctl.propose(t)
-        taken.append(dt)
-        t += dt
-        ctl.accepted(2, dt, landed)
+    taken = [dt for _, dt, _ in ctl.dry_run(0.0, lambda k: 2, max_steps=3)]
     assert taken == pytest.approx([0.1, 0.15, 0.225], rel=1e-12)
     assert ctl.dt == pytest.approx(0.3375, rel=1e-12)
 

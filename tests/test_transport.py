@@ -20,12 +20,11 @@ from support import FixedSteps, gmax, merge
 
 from mpi4py import MPI
 
+from nzsp_fem import Simulation
 from nzsp_fem.config import parse_config
 from nzsp_fem.mesh import build_polycrystal, spec_from_config
 from nzsp_fem.physics.materials import PhaseValues
 from nzsp_fem.physics.scaling import Scaling
-from nzsp_fem.problem import CoupledProblem
-from nzsp_fem.solver import CoupledSolver
 
 COMM = MPI.COMM_WORLD
 MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
@@ -49,10 +48,10 @@ STEPS, DT = 8, 2e-4  # s: the metal fraction grows by ~10 % of the initial depos
 class Plating(FixedSteps):
     def __init__(self, over: dict):
         cfg = parse_config(merge(BASE, over))
-        self.pb = CoupledProblem(cfg, build_polycrystal(spec_from_config(cfg), COMM, cache_dir=MESH_CACHE))
-        self.solver = CoupledSolver(self.pb)
-        self.solver.initialize()
-        self.t = 0.0
+        self.sim = Simulation(
+            cfg, COMM, polycrystal=build_polycrystal(spec_from_config(cfg), COMM, cache_dir=MESH_CACHE)
+        )
+        self.sim.start()
 
     def worst_deviation(self) -> float:
         """max |c/c0 - 1| over the steps, at every node (metal included)."""

@@ -40,8 +40,8 @@ from nzsp_fem.io.probes import ProbeEvaluator
 from nzsp_fem.mesh import build_polycrystal, spec_from_config
 from nzsp_fem.physics.materials import h
 from nzsp_fem.physics.parameters import FARADAY
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
-from nzsp_fem.solver import CoupledSolver
+from nzsp_fem.problem import CoupledProblem
+from nzsp_fem.run import Simulation, StepFailed
 
 COMM = MPI.COMM_WORLD
 MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
@@ -72,15 +72,20 @@ DT = 1e-4  # s
 @dataclass
 class Run:
     cfg: Config
-    problem: CoupledProblem
-    solver: CoupledSolver
-    diagnostics: DiagnosticsEvaluator
+    sim: Simulation
     box: fem.Form
     box_x: fem.Form
     box_right: fem.Form
     diags: list = field(default_factory=list)
     boxes: list = field(default_factory=list)
     times: list = field(default_factory=list)
+
+    @property
+    def problem(self):
+        return self.sim.problem
+
+    def diagnostics(self):
+        return self.sim.evaluator()
 
     def integral(self, form) -> float:
         return COMM.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
@@ -90,31 +95,27 @@ class Run:
         self.diags.append(self.diagnostics())
         self.boxes.append((self.integral(self.box), self.integral(self.box_x), self.integral(self.box_right)))
 
-    def _step(self, t: float, dt: float, depth: int = 0) -> None:
+    def _step(self, dt: float, depth: int = 0) -> None:
         """One step of dt, or (as the run loop would) two halves after a failed attempt."""
-        report = self.solver.try_step(t, dt)
-        if report.converged:
-            self.problem.commit()
-            return
-        assert depth < 5, f"t={t:.3e}, dt={dt:.1e}: {report.reason_name}"
-        self._step(t, dt / 2, depth + 1)
-        self._step(t + dt / 2, dt / 2, depth + 1)
+        try:
+            self.sim.step(dt)
+        except StepFailed as failed:
+            assert depth < 5, str(failed)
+            self._step(dt / 2, depth + 1)
+            self._step(dt / 2, depth + 1)
 
     def advance(self, steps: int, dt: float = DT):
-        t = self.times[-1]
         for _ in range(steps):
-            self._step(t, dt)
-            t += dt
-            self.record(t)
+            self._step(dt)
+            self.record(self.sim.t)
         return self
 
 
 def start(over: dict) -> Run:
     cfg = parse_config(merge(BASE, over))
-    poly = build_polycrystal(spec_from_config(cfg), COMM, cache_dir=MESH_CACHE)
-    pb = CoupledProblem(cfg, poly)
-    solver = CoupledSolver(pb)
-    solver.initialize()
+    sim = Simulation(cfg, COMM, polycrystal=build_polycrystal(spec_from_config(cfg), COMM, cache_dir=MESH_CACHE))
+    sim.start()
+    pb = sim.problem
     x = ufl.SpatialCoordinate(pb.mesh)
     l0 = pb.scaling.length
     x0, x1, y0, y1 = (b / l0 for b in BOX)
@@ -126,9 +127,7 @@ def start(over: dict) -> Run:
     dx = ufl.Measure("dx", pb.mesh, metadata={"quadrature_degree": 4})
     run = Run(
         cfg,
-        pb,
-        solver,
-        DiagnosticsEvaluator(pb),
+        sim,
         fem.form(inside * eta * dx),
         fem.form(inside * x[0] * eta * dx),
         fem.form(inside * right * eta * dx),

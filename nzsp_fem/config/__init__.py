@@ -2,7 +2,7 @@
 loading from YAML. Imports nothing else of nzsp_fem."""
 
 from .loading import apply_override, as_config, load_config, parse_config, parse_override, with_value
-from .schema import Config, ConfigError, check_parameter_path
+from .schema import Config, ConfigError, check_parameter_path, config_value
 from .units import to_si
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "apply_override",
     "as_config",
     "check_parameter_path",
+    "config_value",
     "load_config",
     "parse_config",
     "parse_override",

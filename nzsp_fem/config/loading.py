@@ -270,8 +270,9 @@ def load_config(source: str | Path | dict | Config, overrides: Sequence[str] | M
 
 
 def as_config(source: str | Path | dict | Config) -> Config:
-    """``source`` as a validated Config (a Config is revalidated: it may have been changed
-    after it was made, and pydantic does not validate assignments)."""
+    """``source`` as a validated Config. A Config is revalidated as a whole: checks across
+    sections (a protocol and t_end, output times within the run) do not run when one
+    field is assigned, and model_copy(update=...) validates nothing."""
     return load_config(source)
 
 

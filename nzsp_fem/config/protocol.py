@@ -17,8 +17,9 @@ import itertools
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from .base import Strict
 from .units import CurrentDensity, Potential, Time, to_si
 
 #: A ramp longer than this is almost certainly a unit slip (a step in A/m^2 against mA/cm^2).
@@ -27,11 +28,7 @@ MAX_SEGMENTS = 2000
 _COUNT_TOL = 1e-9
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
-
-
-class Segment(_Strict):
+class Segment(Strict):
     """One constant-control interval. The mode follows from the value given
     (current_density or potential) unless stated."""
 
@@ -90,7 +87,7 @@ class Segment(_Strict):
         return self.current_density if self.direction == "plate" else -self.current_density
 
 
-class Ramp(_Strict):
+class Ramp(Strict):
     """first, first + step, ..., up to last (inclusive), each held for ``hold``; with
     ``plate_then_strip`` every value is plated for ``hold`` and then stripped for ``hold``."""
 
@@ -115,7 +112,7 @@ def ramp_count(first: float, last: float, step: float) -> int:
     return int(math.floor((last - first) / step * (1 + _COUNT_TOL) + _COUNT_TOL)) + 1
 
 
-class Protocol(_Strict):
+class Protocol(Strict):
     segments: list[Segment] | None = None
     ramp: Ramp | None = None
     # Critical current density by voltage collapse: stop when |cell voltage| falls below

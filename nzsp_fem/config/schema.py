@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from .base import Strict
 from .protocol import Protocol
 from .units import (
     Angle,
@@ -37,10 +38,6 @@ from .units import (
 
 class ConfigError(Exception):
     """A config problem, reported to the user on one line as 'key.path: message'."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class Scales(Strict):
@@ -435,11 +432,22 @@ class Config(Strict):
             )
 
 
-def check_parameter_path(cfg: Config, dotted: str) -> None:
+def config_value(cfg: Config, dotted: str) -> Any:
+    """The value at a dotted key path (``materials.grain_boundary.E``); ValueError if the
+    path names no config key or a section."""
     node: Any = cfg
     for part in dotted.split("."):
         if not isinstance(node, BaseModel) or part not in type(node).model_fields:
-            raise ValueError(f"study.parameter: {dotted!r} is not a config key")
+            raise ValueError(f"{dotted!r} is not a config key")
         node = getattr(node, part)
     if isinstance(node, BaseModel):
-        raise ValueError(f"study.parameter: {dotted!r} is a section, not a value")
+        raise ValueError(f"{dotted!r} is a section, not a value")
+    return node
+
+
+def check_parameter_path(cfg: Config, dotted: str) -> None:
+    """study.parameter names a config value."""
+    try:
+        config_value(cfg, dotted)
+    except ValueError as err:
+        raise ValueError(f"study.parameter: {err}") from None

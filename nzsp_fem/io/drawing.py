@@ -285,6 +285,7 @@ def grid_shape(n: int, panel_w: int, panel_h: int, header_lines: int = 0, aspect
         score = (abs(math.log(w / h / aspect)) + 2 * (rows * cols - n) / n, rows * cols - n)
         if best is None or score < best[0]:
             best = (score, (rows, cols))
+    assert best is not None  # n >= 1: one row holds every panel
     return best[1]
 
 

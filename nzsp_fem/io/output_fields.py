@@ -1,5 +1,6 @@
 """The functions written for ParaView and drawn in figures, in SI units, derived from the
-field table (nodal outputs of each unknown) and the problem's cell-averaged fields."""
+field table (nodal outputs of each unknown) and the problem's cell-averaged fields; and
+``Simulation.fields``, the same nodal fields by name."""
 
 from __future__ import annotations
 
@@ -96,3 +97,34 @@ def gather_state(fields: OutputFields):
     fields.update()
     tags = {"grain": problem.poly.cell_tags} if problem.poly.cell_tags is not None else None
     return gather_grid(problem.mesh, fields.point_data, fields.cell_data, tags, length_scale=problem.scaling.length)
+
+
+class Fields:
+    """The current fields by name (``sim.fields.eta``), each a DOLFINx Function on its own
+    (collapsed) space in SI units: eta, c (mol/m^3, also when the unknown is ln c),
+    phi_i (V; ``phi`` is the same function), phi_e (V, two potentials), u (m, with
+    mechanics). Refilled from the state at every access; a copy, so writing to it changes
+    nothing."""
+
+    def __init__(self, problem: CoupledProblem):
+        self._problem = problem
+        self._functions: dict[str, fem.Function] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [("phi_i" if f.name == "phi" else f.name) for f in self._problem.table]
+
+    def __getattr__(self, name: str) -> fem.Function:
+        pb = self._problem
+        key = "phi" if name == "phi_i" else name
+        if key.startswith("_") or key not in pb.field:
+            raise AttributeError(f"no field {name!r}; the fields are {', '.join(self.names)}")
+        func = self._functions.get(key)
+        if func is None:
+            func = self._functions[key] = fem.Function(pb.collapsed_space(key), name=name)
+        factor = pb.field[key].outputs[0][1] if pb.field[key].outputs else 1.0
+        func.x.array[:] = pb.physical_values(key) * factor
+        return func
+
+    def __dir__(self) -> list[str]:
+        return self.names + ["phi"] * ("phi_i" in self.names)

@@ -226,16 +226,16 @@ class CoupledProblem:
             # the paper's rule a dendrite inside a GB would keep the GB's (tiny) electronic
             # conductivity and stop conducting electrons.
             conductivity_rule = "metal-first"
-            self.sigma_el = mix(sc.ionic_conductivities(), eta, self.beta, conductivity_rule)
-            self.sigma_e = mix(sc.electronic_conductivities(), eta, self.beta, conductivity_rule)
+            self.sigma_ionic = mix(sc.ionic_conductivities(), eta, self.beta, conductivity_rule)
+            self.sigma_electronic = mix(sc.electronic_conductivities(), eta, self.beta, conductivity_rule)
         else:
             conductivity_rule = cfg.materials.mixing
-            self.sigma_el = mix(sc.conductivities(), eta, self.beta, conductivity_rule)
-            self.sigma_e = None
+            self.sigma_ionic = mix(sc.conductivities(), eta, self.beta, conductivity_rule)
+            self.sigma_electronic = None
 
         if cfg.materials.transport == "single-ion":
             # Each phase's D is Nernst-Einstein of its conductivity in the charge equation,
-            # mixed by the same (linear) rule: D = factor x sigma_el pointwise, so c = 1
+            # mixed by the same (linear) rule: D = factor x sigma_ionic pointwise, so c = 1
             # solves Nernst-Planck exactly (docs/model.md, "Transport and the comparison basis").
             D = mix(sc.diffusivity(), eta, self.beta, conductivity_rule)
         else:
@@ -248,7 +248,7 @@ class CoupledProblem:
         )
 
         self.charge_residuals = {
-            "ionic": lambda v: forms.charge_residual(phi, self.sigma_el, v, rate(v), self.charge_source, dx)
+            "ionic": lambda v: forms.charge_residual(phi, self.sigma_ionic, v, rate(v), self.charge_source, dx)
         }
         F += self.charge_residuals["ionic"](tests.phi)
         electrode_test = tests.phi
@@ -257,7 +257,7 @@ class CoupledProblem:
             anchor = cfg.solver.electronic_anchor
 
             def electronic(v):
-                form = forms.charge_residual(now.phi_e, self.sigma_e, v, rate(v), -self.charge_source, dx)
+                form = forms.charge_residual(now.phi_e, self.sigma_electronic, v, rate(v), -self.charge_source, dx)
                 if anchor > 0:
                     form += forms.electronic_anchor(overpotential, eta, v, anchor, self.dx_lumped)
                 return form

@@ -87,7 +87,7 @@ class DiagnosticsEvaluator:
         V = pb.collapsed_space("phi")
         chi_left, chi_right = (self._indicator(V, tag) for tag in (LEFT, RIGHT))
         grad = ufl.grad(phi)
-        current = pb.sigma_el * ufl.sqrt(ufl.dot(grad, grad) + 1e-300)
+        current = pb.sigma_ionic * ufl.sqrt(ufl.dot(grad, grad) + 1e-300)
         integrands = {
             "volume": fem.Constant(pb.mesh, PETSc.ScalarType(1.0)),
             "eta": eta,
@@ -239,14 +239,14 @@ class DiagnosticsEvaluator:
         dg0 = fem.functionspace(pb.mesh, ("DG", 0))
         dg0_vector = fem.functionspace(pb.mesh, ("DG", 0, (pb.dim,)))
         phi = pb.fields(pb.w).phi
-        i_vec = -pb.sigma_el * ufl.grad(phi) * sc.current_density
+        i_vec = -pb.sigma_ionic * ufl.grad(phi) * sc.current_density
         averages = {
             "current_density": CellAverage(i_vec, dg0_vector, pb.dx),
             "current_density_magnitude": CellAverage(ufl.sqrt(ufl.dot(i_vec, i_vec)), dg0, pb.dx),
         }
         if pb.two_potentials:
             # With two potentials "current_density" above is the ionic current.
-            ie_vec = -pb.sigma_e * ufl.grad(pb.fields(pb.w).phi_e) * sc.current_density
+            ie_vec = -pb.sigma_electronic * ufl.grad(pb.fields(pb.w).phi_e) * sc.current_density
             averages["electronic_current_density"] = CellAverage(ie_vec, dg0_vector, pb.dx)
             averages["electronic_current_density_magnitude"] = CellAverage(
                 ufl.sqrt(ufl.dot(ie_vec, ie_vec)), dg0, pb.dx

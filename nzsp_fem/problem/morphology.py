@@ -43,7 +43,7 @@ The measures (:class:`Morphology`):
   front to count).
 - gb_phi_i_span_V: max - min of phi (phi_i with two potentials) over GB vertices with
   eta < 0.5, in V.
-- max_interface_current_density_A_m2: the largest cell-averaged |i| = |sigma_el grad phi|
+- max_interface_current_density_A_m2: the largest cell-averaged |i| = |sigma_ionic grad phi_i|
   over GB cells whose mean vertex eta is in (0.05, 0.95).
 - isolated_metal_change: (M - M0) / M0, M the measure of the P1 superlevel set of the
   metal not connected to the electrode, M0 the same for eta0 (or the value passed to the
@@ -493,10 +493,10 @@ class MorphologyEvaluator:
         return out
 
     def _default_current(self) -> fem.Function:
-        """|i| = |sigma_el grad phi| (A/m^2) per cell, as the diagnostics' cell field."""
+        """|i| = |sigma_ionic grad phi_i| (A/m^2) per cell, as the diagnostics' cell field."""
         if self._current_average is None:
             pb = self.problem
-            i_vec = -pb.sigma_el * ufl.grad(pb.fields(pb.w).phi) * pb.scaling.current_density
+            i_vec = -pb.sigma_ionic * ufl.grad(pb.fields(pb.w).phi) * pb.scaling.current_density
             dg0 = fem.functionspace(pb.mesh, ("DG", 0))
             self._current_average = CellAverage(ufl.sqrt(ufl.dot(i_vec, i_vec)), dg0, pb.dx)
         return self._current_average()

@@ -10,6 +10,7 @@ from mpi4py import MPI
 
 from dolfinx import fem
 
+from ..physics.materials import h
 from ..problem import CoupledProblem
 from ..problem.coupled import copy_state
 from .presets import (
@@ -173,9 +174,7 @@ class CoupledSolver:
         local = float(np.max(np.abs(a.x.array[eta] - b.x.array[eta]), initial=0.0))
         if with_concentration and "c" in self._owned:
             c = self._owned["c"]
-            phase = np.clip(a.x.array[eta], 0.0, 1.0)
-            # 1 - h(eta), physics.materials.h on nodal values (that one is UFL-only)
-            electrolyte = 1.0 - phase**3 * (6.0 * phase**2 - 15.0 * phase + 10.0)
+            electrolyte = 1.0 - h(a.x.array[eta])
             local = max(local, float(np.max(electrolyte * np.abs(a.x.array[c] - b.x.array[c]), initial=0.0)))
         return self.problem.comm.allreduce(local, op=MPI.MAX)
 

@@ -144,6 +144,22 @@ class StepController:
         self.after_retry = True
         return True
 
+    def dry_run(
+        self, t: float = 0.0, newton=lambda k: 99, until: float | None = None, max_steps: int = 10**6
+    ) -> list[tuple[float, float, bool]]:
+        """The steps this rule takes from t if every step is accepted, step k with
+        ``newton(k)`` Newton iterations and no error estimate: [(t after, dt, landed)],
+        up to ``until`` (default t_end) or ``max_steps``. For what-if estimates and tests;
+        the run's loop is run.Simulation."""
+        end = self.t_end if until is None else until
+        steps: list[tuple[float, float, bool]] = []
+        while not self.finished(t) and t < end * (1 - 1e-12) and len(steps) < max_steps:
+            dt, landed = self.propose(t)
+            t += dt
+            self.accepted(newton(len(steps)), dt, landed)
+            steps.append((t, dt, landed))
+        return steps
+
     def history(self) -> dict[str, float | bool | None]:
         """The step rule's memory (checkpoint keys): a restart with it takes the steps the
         uninterrupted run would."""
