@@ -23,6 +23,7 @@ from .io.rundir import prepare_directory
 from .mesh import Polycrystal, build_polycrystal, spec_from_config, validate
 from .physics.parameters import interface_width
 from .problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator, metal_connects_electrodes
+from .problem.nucleation import NucleationObserver
 from .solver import CoupledSolver, SolveReport, StepController
 from .solver.protocol import ElectrodeProtocol
 from .solver.state import Observer, RunState, StepFailed, StepInfo
@@ -165,6 +166,10 @@ class Simulation:
         self.log: Callable[..., None] = _ConsoleLog(comm, cfg.output.verbosity)
         self.fields = Fields(self.problem)
         self._observers: list[Any] = []
+        if cfg.nucleation.enabled:
+            self.add_observer(NucleationObserver(self.problem, self.evaluator))
+        #: The run directory's writer while run() runs (observers write their files through it).
+        self.record: RunRecord | None = None
         self._diagnostics: Diagnostics | None = None
         self._stopped = False
         self._interrupt: _Interrupt | None = None
@@ -436,7 +441,7 @@ class Simulation:
         if restart and self._diagnostics is not None:
             raise RuntimeError("restart=True needs a simulation that has not started")
         prepare_directory(outdir, comm, overwrite, restart)
-        record = RunRecord(cfg, outdir, comm)
+        self.record = record = RunRecord(cfg, outdir, comm)
         self.log = log = record.log
         self._wall0 = record.wall0
         pb = self.problem
@@ -462,7 +467,10 @@ class Simulation:
             record.probes.record(self.t)
         outputs = _Outputs(record)
         standard = [outputs, _PeriodicCheckpoints(record)]
-        self._observers[:0] = standard  # before the user's: they see the step written
+        # After the model's own observers (nucleation), which act on a step before it is
+        # written, and before the user's, which see the step written.
+        model = sum(1 for o in self._observers if getattr(o, "part_of_model", False))
+        self._observers[model:model] = standard
         try:
             with _Interrupt() as interrupt:
                 self._interrupt = interrupt

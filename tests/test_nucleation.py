@@ -160,7 +160,52 @@ def test_uniform_field_gives_j_times_the_domain():
     total = nuc.total_rate()
     rprint(f"\n[uniform] sum(J dV) = {total:.6e} 1/s, J |domain| = {J * LX * LY:.6e} 1/s")
     assert total == pytest.approx(J * LX * LY, rel=1e-9)
-    assert nuc.max_dt() == pytest.approx(0.1 / total, rel=1e-12)
+    # No metal, nothing forming: every cell is open, and the step is the expected-count cap.
+    assert nuc.open_rate() == pytest.approx(total, rel=1e-12)
+    assert nuc.max_dt() == pytest.approx(max(0.1 / total, nuc.law.hold_time / 40), rel=1e-12)
+
+
+def test_step_limit_counts_only_open_cells():
+    """The rate that sets max_dt leaves out the cells the acceptance test would refuse
+    (here: within 2 (R + w) of a forming nucleus), checked against a brute-force sum; the
+    step is never capped below hold/40, and is exactly that while a nucleus forms."""
+    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    uniform_field(pb, -0.2)  # a moderate rate: the expected-count cap lies above hold/40
+    floor = nuc.law.hold_time / 40
+    try:
+        total = nuc.total_rate()
+        assert 0.1 / total > floor
+        nuc._rate_total = None
+        assert nuc.max_dt() == pytest.approx(0.1 / total, rel=1e-12)
+        found = nuc.after_step(0.0, 100 / total)  # about 100 drawn, a few accepted
+        assert len(found) >= 2 and nuc.max_dt() == floor
+        spacing = 2 * (nuc.radius + nuc.width)
+        J, _ = nuc.rates()
+        mine, cell_rates = nuc.centroids[: nuc.n_owned], J * nuc.sizes[: nuc.n_owned]
+
+        def brute_force_open(centres):
+            far = np.linalg.norm(mine[:, None] - centres[None], axis=2).min(axis=1) >= spacing
+            return COMM.allreduce(float(np.sum(cell_rates[far])))
+
+        centres = np.array([n.position for n in found])
+        expected = brute_force_open(centres)
+        rprint(
+            f"\n[open rate] {len(found)} forming nuclei: open {nuc.open_rate():.4e} 1/s of {total:.4e} "
+            f"(brute force {expected:.4e})"
+        )
+        assert 0 < expected < total
+        assert nuc.open_rate() == pytest.approx(expected, rel=1e-12)
+        # Saturated (every cell draws, ending at the same time, so the first nuclei still
+        # form): every candidate that does not overlap is accepted, none overlap, and no
+        # open cell is left.
+        more = nuc.after_step(found[0].time - 1e5 / total, 1e5 / total)
+        centres = np.array([n.position for n in found + more])
+        gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)[np.triu_indices(len(centres), 1)]
+        rprint(f"[open rate] saturated: {len(more)} more, closest centres {gaps.min() * 1e9:.1f} nm apart")
+        assert more and gaps.min() >= spacing
+        assert brute_force_open(centres) == 0.0 and nuc.open_rate() == 0.0
+    finally:
+        nuc.restore({"counter": 0, "active": [], "nuclei": []})
 
 
 def test_uniform_field_in_3d(tmp_workdir):
@@ -351,6 +396,209 @@ def test_nuclei_do_not_depend_on_the_partition():
     for a, b in zip(here, alone):
         assert a[:4] == b[:4]
         assert a[4] == pytest.approx(b[4], abs=1e-9)
+
+
+# 8. In the time loop (nzsp_fem.run.Simulation) ---------------------------------------------
+
+# Both phases leak electrons and J0 is low enough that insertions come one at a time: with
+# seed 3 the reference run inserts at steps 9 and 11 (measured; asserted below, so a change
+# of the draws shows up as a failure here rather than as a vacuous restart test).
+LOOP = {
+    "name": "nucleation-loop",
+    "materials": {"grain": {"electronic_conductivity": 1.0}},
+    "nucleation": {"rate_prefactor": 2e31, "seed": 3},
+    # Fixed steps of hold/40 (no accuracy control), so that both runs take the same steps.
+    "time": {
+        "t_end": 14 * DT,
+        "dt_initial": DT,
+        "dt_max": DT,
+        "n_outputs": 1,
+        "error_tolerance": None,
+        "max_interface_change": None,
+    },
+    "output": {
+        "animation": False,
+        "verbosity": 0,
+        "checkpoint_every_steps": 0,
+        "checkpoint_every_minutes": 0,
+        "checkpoint_at_output_times": False,
+    },
+}
+STOP = 10  # steps before the interruption: between the two insertions
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def loop_runs(tmp_path_factory):
+    """The reference run, and the same run stopped after STOP steps (time.max_steps: its
+    final checkpoint) and restarted from that checkpoint (``run(restart=True)``)."""
+    from nzsp_fem.run import Simulation
+
+    root = Path(COMM.bcast(str(tmp_path_factory.mktemp("nucleation-loop")), root=0))
+    cfg = parse_config(merge(BASE, LOOP))
+    runs = {}
+    for name, over, restart in (
+        ("reference", {}, False),
+        ("restarted", {"time": {"max_steps": STOP}, "output": {"figures": False}}, False),
+        ("restarted", {}, True),
+    ):
+        sim = Simulation(parse_config(merge(BASE, merge(LOOP, over))) if over else cfg)
+        summary = sim.run(root / name, restart=restart)
+        runs[name] = (summary, {k: sim.problem.sub_values(k).copy() for k in ("eta", "c", "phi", "phi_e")})
+    return root, runs
+
+
+def test_restart_between_insertions_repeats_the_run(loop_runs):
+    root, runs = loop_runs
+    (ref, ref_fields), (again, again_fields) = runs["reference"], runs["restarted"]
+    nuclei, nuclei_again = (read_rows(root / name / "nuclei.csv") for name in ("reference", "restarted"))
+    times = [float(row[0]) for row in nuclei[1:]]
+    worst = max(
+        COMM.allreduce(float(np.max(np.abs(ref_fields[k] - again_fields[k]))), op=MPI.MAX)
+        / COMM.allreduce(float(np.max(np.abs(ref_fields[k]))), op=MPI.MAX)
+        for k in ref_fields
+    )
+    rprint(
+        f"\n[loop restart] nuclei at t = {[f'{t:.3e}' for t in times]} s, restart after step {STOP} "
+        f"(t = {STOP * DT:.3e} s): same nuclei {nuclei == nuclei_again}, fields differ by {worst:.1e} (relative)"
+    )
+    assert again["restarts"] == 1 and again["status"] == ref["status"] == "completed"
+    assert again["steps"] == ref["steps"]
+    assert min(times) < STOP * DT < max(times)  # the checkpoint lies between two insertions
+    assert nuclei_again == nuclei
+    assert worst <= 1e-8
+    assert again["integral_eta"] == pytest.approx(ref["integral_eta"], rel=1e-8)
+
+
+def test_nuclei_csv_and_the_counts_agree(loop_runs):
+    """nuclei.csv, summary.json's counts, timeseries.csv's last row and the count of rows
+    per time all say the same; the final figure was drawn (with the nuclei marked)."""
+    root, runs = loop_runs
+    for name in ("reference", "restarted"):
+        summary = json.loads((root / name / "summary.json").read_text())
+        rows = read_rows(root / name / "nuclei.csv")
+        assert rows[0] == ["time_s", "x_m", "y_m", "radius_m", "region", "eta_loc_V"]
+        regions = [row[4] for row in rows[1:]]
+        assert len(regions) >= 2
+        assert summary["nuclei_grain"] == regions.count("grain") and summary["nuclei_gb"] == regions.count("gb")
+        series = read_rows(root / name / "timeseries.csv")
+        columns = series[0]
+        t, grain, gb = (
+            np.array([float(r[columns.index(c)]) for r in series[1:]]) for c in ("t", "nuclei_grain", "nuclei_gb")
+        )
+        assert grain[-1] == summary["nuclei_grain"] and gb[-1] == summary["nuclei_gb"]
+        inserted = np.array([float(row[0]) for row in rows[1:]])
+        # The row of each step counts the nuclei inserted at its end.
+        for k in range(len(t)):
+            assert grain[k] + gb[k] == np.count_nonzero(inserted <= t[k] * (1 + 1e-12))
+    assert (root / "reference" / "figures" / "final_state.png").exists()
+    assert "final_state.png not written" not in (root / "reference" / "run.log").read_text()
+
+
+def test_final_figure_marks_the_nuclei(loop_runs):
+    """final_state.png's maps outline each inserted nucleus in magenta: drawn from the run's
+    final_state.vtu and nuclei.csv with and without the nuclei, only the first has
+    magenta pixels, and they lie around the nuclei (rank 0 draws)."""
+    root, _ = loop_runs
+    if COMM.rank != 0:
+        return
+    import pyvista
+    from PIL import Image
+
+    from nzsp_fem.io.drawing import read_nuclei
+    from nzsp_fem.io.figures import plot_fields
+    from nzsp_fem.io.output_fields import field_panels
+
+    run = root / "reference"
+    grid = pyvista.read(run / "final_state.vtu")
+    nuclei = read_nuclei(run / "nuclei.csv")
+    assert len(nuclei) >= 2 and all(len(c) == 2 and r == 40e-9 for c, r in nuclei)
+    magenta = {}
+    for name, marked in (("marked", nuclei), ("plain", None)):
+        path = root / f"{name}.png"
+        plot_fields(grid, field_panels([grid])[:1], path, nuclei=marked, width=500)
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        magenta[name] = int(np.count_nonzero((rgb[..., 0] > 200) & (rgb[..., 1] < 80) & (rgb[..., 2] > 200)))
+    rprint(f"\n[figure] magenta pixels: {magenta}")
+    assert magenta["marked"] > 50 and magenta["plain"] == 0
+
+
+def test_loop_nuclei_do_not_depend_on_the_partition(loop_runs):
+    """The loop on this communicator (2 ranks under mpirun -n 2) inserts what one rank alone
+    inserts, stepping the same run by hand."""
+    from nzsp_fem.run import Simulation
+
+    root, _ = loop_runs
+    here = read_rows(root / "reference" / "nuclei.csv")[1:]
+    COMM.barrier()
+    sim = Simulation(parse_config(merge(BASE, LOOP)), MPI.COMM_SELF)
+    while not sim.finished:
+        sim.step()
+    nucleation = sim._observers[0].nucleation
+    alone = [n.row() for n in nucleation.nuclei]
+    sim.close()
+    rprint(f"\n[loop partition] {COMM.size} rank(s): {len(here)} nuclei; 1 rank: {len(alone)}")
+    assert len(here) == len(alone) >= 2
+    for row, n in zip(here, alone):
+        assert [float(x) for x in row[:4]] == [n["time_s"], n["x_m"], n["y_m"], n["radius_m"]]
+        assert row[4] == n["region"]
+        assert float(row[5]) == pytest.approx(n["eta_loc_V"], abs=1e-9)
+
+
+def test_saturated_insertion_keeps_the_step_at_the_hold_floor():
+    """At the default J0 the open rate of the leaking GB is so high that a cap of
+    max_expected_per_step on the expected count would ask for steps many orders below
+    hold/40. The step limit never goes below hold/40: the first step is hold/40 long and
+    inserts every non-overlapping candidate (the GB fills with nuclei at least 2 (R + w)
+    apart, and no open cell is left), and the next step, the first with the nuclei
+    forming, is hold/40 again."""
+    from nzsp_fem.run import Simulation
+
+    hold = 2e-3
+    floor = hold / 40
+    cfg = merge(
+        BASE,
+        {
+            "nucleation": {"rate_prefactor": 1.58e41},  # the default
+            "output": {"verbosity": 0},
+            "time": {
+                "t_end": 2 * floor,
+                "n_outputs": 1,
+                "dt_initial": "1 ms",
+                "dt_max": "1 ms",
+                "error_tolerance": None,
+                "max_interface_change": None,
+            },
+        },
+    )
+    sim = Simulation(parse_config(cfg))
+    nucleation = sim._observers[0].nucleation
+    sim.start()
+    open_rate = nucleation.open_rate()
+    limits, steps = [], []
+    while not sim.finished:
+        limits.append(nucleation.max_dt())
+        steps.append(sim.step())
+    inserted = nucleation.nuclei
+    centres = np.array([n.position for n in inserted])
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)[np.triu_indices(len(centres), 1)]
+    spacing = 2 * (nucleation.radius + nucleation.width)
+    rprint(
+        f"\n[saturated] open rate {open_rate:.3e} 1/s (a cap of 0.1 expected asks dt = {0.1 / open_rate:.1e} s); "
+        f"dt {[f'{s.dt:.2e}' for s in steps]} s; {len(inserted)} nuclei "
+        f"({sum(n.region == 'gb' for n in inserted)} in the GB), closest {gaps.min() * 1e9:.0f} nm apart"
+    )
+    assert 0.1 / open_rate < 1e-6 * floor
+    assert all(limit >= floor for limit in limits)
+    assert steps[0].dt == pytest.approx(floor, rel=1e-12)
+    assert all(s.dt >= floor * (1 - 1e-12) for s in steps) and sim.state.failed_attempts == 0
+    assert len(inserted) >= 2 and all(n.time == inserted[0].time for n in inserted)
+    assert gaps.min() >= spacing
+    assert nucleation.open_rate() == 0.0  # saturated: nothing open is left
+    sim.close()
 
 
 # 7. Input and the off switch --------------------------------------------------------------

@@ -75,6 +75,8 @@ README_TIMESERIES = [
     "c_min",
     "c_max",
     "total_sodium_mol",
+    "nuclei_grain",
+    "nuclei_gb",
 ]
 #: probes.csv per probe in the two-potential model: |i|, |i_e|, phi_i, phi_e (README).
 PROBE_QUANTITIES = ["current_density_magnitude", "electronic_current_density_magnitude", "phi_i_V", "phi_e_V"]

@@ -306,9 +306,21 @@ _FRAME = dict(x0=0.04, w=0.92, y0=0.15, h=0.81, bar_y=0.07)
 
 
 def draw_map(
-    layout: Layout, row: int, col: int, disp, panel: Panel, clim, *, scale_bar: bool, surface: bool, contour=None
+    layout: Layout,
+    row: int,
+    col: int,
+    disp,
+    panel: Panel,
+    clim,
+    *,
+    scale_bar: bool,
+    surface: bool,
+    contour=None,
+    circles=None,
 ):
-    """Draw one field on one subplot; returns the mesh actor (its mapper feeds the colour bar)."""
+    """Draw one field on one subplot; returns the mesh actor (its mapper feeds the colour
+    bar). ``contour``: lines drawn in red (the metal front); ``circles``: in magenta (the
+    inserted nuclei, :func:`nucleus_circles`)."""
     import pyvista as pv
 
     p = layout.plotter
@@ -337,6 +349,8 @@ def draw_map(
     )
     if contour is not None and contour.n_points:
         p.add_mesh(contour, color="red", line_width=2.5, lighting=False)
+    if circles is not None and circles.n_points:
+        p.add_mesh(circles, color="magenta", line_width=2.0, lighting=False)
     b = disp.bounds
     lx, ly = b[1] - b[0], b[3] - b[2]
     if not surface:
@@ -463,6 +477,46 @@ def colour_bar(layout: Layout, row: int, mapper, label: str, log: bool, clim, co
     bar.GetPosition2Coordinate().SetValue(0.75, y1 - y0)
     ren.AddActor2D(bar)
     draw_text(ren, label, (0.87, y0 + 0.5 * (y1 - y0)), layout.font(17), angle=90.0)
+
+
+def read_nuclei(path) -> list[tuple[tuple[float, ...], float]]:
+    """The nuclei of a run's nuclei.csv (problem/nucleation.py writes it) as (centre,
+    radius) in metres; [] when the file is missing."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    axes = [a for a in ("x_m", "y_m", "z_m") if rows and a in rows[0]]
+    return [(tuple(float(row[a]) for a in axes), float(row["radius_m"])) for row in rows]
+
+
+def nucleus_circles(disp, tdim: int, nuclei, sides: int = 48):
+    """Outlines (µm) of inserted nuclei on a map: each nucleus's circle, in 3D its cut by
+    the slice's plane (nuclei the slice misses are left out); None when there is none."""
+    import pyvista as pv
+
+    if not nuclei:
+        return None
+    z = disp.bounds[4] if tdim == 3 else 0.0
+    angle = np.linspace(0.0, 2 * np.pi, sides + 1)
+    rings = []
+    for centre, radius in nuclei:
+        c = np.asarray(centre, dtype=float) / MICROMETRE
+        r = radius / MICROMETRE
+        if tdim == 3:
+            r = np.sqrt(max(r**2 - (c[2] - z) ** 2, 0.0))
+            if r == 0.0:
+                continue
+        rings.append(np.column_stack([c[0] + r * np.cos(angle), c[1] + r * np.sin(angle), np.full_like(angle, z)]))
+    if not rings:
+        return None
+    points = np.concatenate(rings)
+    lines = np.concatenate([[sides + 1, *range(k * (sides + 1), (k + 1) * (sides + 1))] for k in range(len(rings))])
+    return pv.PolyData(points, lines=lines)
 
 
 def contour_lines(disp, field: str | None, level: float = 0.5):

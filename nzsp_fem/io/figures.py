@@ -41,6 +41,7 @@ from .drawing import (
     finish_clim,
     grid_shape,
     nice_length,
+    nucleus_circles,
     panel_size,
 )
 from .figures3d import slice_title
@@ -74,6 +75,7 @@ def plot_fields(
     width: int = 1000,
     contour: str | None = None,
     columns: int | None = None,
+    nuclei: Sequence | None = None,
 ) -> dict | None:
     """One map per field (top-down, parallel projection, scale bar in µm), each with a
     colour bar labelled with ``Panel.label`` beside it, in a grid of ``columns`` columns
@@ -83,7 +85,9 @@ def plot_fields(
     3D grids show the slice at height ``z`` (mesh units, default mid-height; the title
     names it; figures3d.nuclei_plane_z cuts through the nuclei) or, with
     ``surface=True``, the outer surface in an isometric view. ``contour`` names a field
-    whose 0.5 iso-line is drawn in red on every panel (e.g. ``"eta"``).
+    whose 0.5 iso-line is drawn in red on every panel (e.g. ``"eta"``). ``nuclei``:
+    inserted nuclei as (centre, radius) in metres (drawing.read_nuclei), outlined in
+    magenta on every panel.
 
     Returns ``{"path": Path, "clims": {field: (lo, hi)}, "shape": (rows, columns)}``, or
     ``None`` if ``grid`` is ``None`` (ranks other than the gathering one).
@@ -105,13 +109,14 @@ def plot_fields(
         rows = -(-len(panels) // columns)
     layout = Layout(rows, columns, panel_w, panel_h, header_lines=header, bar_each=True)
     iso = contour_lines(disp, contour)
+    circles = None if surface else nucleus_circles(disp, tdim, nuclei)
     clims = {}
     for k, panel in enumerate(panels):
         r, c = divmod(k, columns)
         vals, _ = field_values(disp, panel.field)
         clim = tuple(panel.clim) if panel.clim else finish_clim(data_range(vals, panel.log), panel.log)
         clims[panel.field] = clim
-        actor = draw_map(layout, r, c, disp, panel, clim, scale_bar=True, surface=surface, contour=iso)
+        actor = draw_map(layout, r, c, disp, panel, clim, scale_bar=True, surface=surface, contour=iso, circles=circles)
         colour_bar(layout, r, actor.mapper, panel.label, panel.log, clim, col=c)
     if title:
         layout.header_text(title, 0.5 * layout.size[0], 0, 22)

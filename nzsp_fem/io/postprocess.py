@@ -93,13 +93,23 @@ def run_step(step: str, outdir: Path, options: dict, log) -> bool:
 def _final_figure(outdir: Path, options: dict) -> None:
     import pyvista as pv
 
+    from .drawing import read_nuclei
     from .figures import plot_fields
     from .figures3d import plot_view_3d
     from .output_fields import field_panels
 
     grid = pv.read(outdir / "final_state.vtu")
     figures, title = outdir / "figures", options["title"]
-    plot_fields(grid, field_panels([grid]), figures / "final_state.png", title=title, contour="eta", z=options["z"])
+    nuclei = read_nuclei(outdir / "nuclei.csv")  # inserted by discrete nucleation, if on
+    plot_fields(
+        grid,
+        field_panels([grid]),
+        figures / "final_state.png",
+        title=title,
+        contour="eta",
+        z=options["z"],
+        nuclei=nuclei,
+    )
     if options.get("dim") == 3:
         plot_view_3d(grid, figures / "final_state_3d.png", title=title)
 

@@ -19,6 +19,7 @@ from ..config import Config
 from ..problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator
 from ..solver.state import RunState
 from . import checkpoint as ckpt
+from .drawing import read_nuclei
 from .figures import plot_fields, plot_initial_state
 from .figures3d import nuclei_plane_z, plot_view_3d
 from .output_fields import OutputFields, field_panels, gather_state
@@ -154,7 +155,9 @@ class RunRecord:
             if initial:
                 plot_initial_state(grid, self.figures_dir / name, z=z)
             else:
-                plot_fields(grid, field_panels([grid]), self.figures_dir / name, title=title, contour="eta", z=z)
+                nuclei = read_nuclei(self.outdir / "nuclei.csv")  # discrete nucleation's, if on
+                panels = field_panels([grid])
+                plot_fields(grid, panels, self.figures_dir / name, title=title, contour="eta", z=z, nuclei=nuclei)
             if self.problem.dim == 3 and initial:
                 plot_view_3d(grid, self.figures_dir / name.replace(".png", "_3d.png"), title=title)
 
@@ -181,6 +184,11 @@ class RunRecord:
             self.probes.record(t)
 
         self._checked(write)
+
+    def write_file(self, name: str, writer, *args, **kwargs) -> None:
+        """``writer(outdir / name, *args, **kwargs)`` on every rank, checked like the run's
+        own files (an observer's table, e.g. nuclei.csv)."""
+        self._checked(writer, self.outdir / name, *args, **kwargs)
 
     def checkpoint(self, run_state: dict) -> None:
         if run_state["steps"] == getattr(self, "_last_checkpoint_step", None):

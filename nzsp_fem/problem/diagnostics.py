@@ -5,6 +5,7 @@ short-circuit test. Forms are compiled once per problem: they run after every st
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,10 @@ class Diagnostics:
     integral_eta: float = dataclasses.field(metadata=SUMMARY)
     integral_c: float = dataclasses.field(metadata=SUMMARY)
     integral_phi: float = dataclasses.field(metadata=SUMMARY)
+    # Discrete nucleation (problem/nucleation.py): nuclei inserted so far, by the region of
+    # their cell (grain or GB); 0 without nucleation.
+    nuclei_grain: int = dataclasses.field(default=0, metadata=SERIES)
+    nuclei_gb: int = dataclasses.field(default=0, metadata=SERIES)
 
     @classmethod
     def names(cls, where: str) -> list[str]:
@@ -129,6 +134,8 @@ class DiagnosticsEvaluator:
         self._gb = gb_vertex_mask(pb, V_eta, self._n_owned)
         self._cell_averages = self._build_cell_averages()
         self._morphology = MorphologyEvaluator(pb)
+        #: Nuclei per region ({"grain": n, "gb": n}), set by the nucleation observer.
+        self.nuclei_counts: Callable[[], dict[str, int]] | None = None
 
     def _indicator(self, V, tag):
         """1 on the dofs of the boundary ``tag``, 0 elsewhere: a test function whose
@@ -231,6 +238,7 @@ class DiagnosticsEvaluator:
             eta_max=gmax(eta_vals),
             c_min=gmin(c_vals),
             c_max=gmax(c_vals),
+            **{f"nuclei_{k}": v for k, v in (self.nuclei_counts() if self.nuclei_counts else {}).items()},
         )
 
     def _build_cell_averages(self) -> dict[str, CellAverage]:

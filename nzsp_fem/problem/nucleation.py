@@ -210,25 +210,66 @@ class Nucleation:
     def total_rate(self, w=None) -> float:
         """Expected insertions per second over the whole domain, sum(J dV) (collective)."""
         J, _ = self.rates(w)
-        self._rate_total = self.comm.allreduce(float(np.sum(J * self.sizes[: self.n_owned])), op=MPI.SUM)
-        return self._rate_total
+        return self.comm.allreduce(float(np.sum(J * self.sizes[: self.n_owned])), op=MPI.SUM)
+
+    def open_rate(self, J: np.ndarray | None = None) -> float:
+        """sum(J dV) over the cells where an insertion could be accepted (collective): not
+        within R + 2 widths of metal nor within 2 (R + w) of a forming nucleus's centre,
+        the zones the acceptance test of ``after_step`` rejects. ``J``: the rates of the
+        current state (computed when not given)."""
+        if J is None:
+            J, _ = self.rates()
+        expected = J * self.sizes[: self.n_owned]
+        live = expected > 0
+        if self.comm.allreduce(bool(live.any()), op=MPI.LOR):
+            live[live] &= ~self._blocked(self.centroids[: self.n_owned][live])
+        return self.comm.allreduce(float(np.sum(expected[live])), op=MPI.SUM)
+
+    def _blocked(self, points: np.ndarray) -> np.ndarray:
+        """For each point (m): does the acceptance test reject a nucleus there? Collective."""
+        from scipy.spatial import cKDTree
+
+        eta = self.problem.w.x.array[self._node_eta]
+        metal = np.concatenate(self.comm.allgather(self._node_xyz[eta >= METAL]))
+        blocked = np.zeros(len(points), dtype=bool)
+        for centres, reach in (
+            (metal, self.radius + 2 * self.width),
+            (np.asarray([n.position for n in self.active]), 2 * (self.radius + self.width)),
+        ):
+            if len(centres) and len(points):
+                distance, _ = cKDTree(centres.reshape(len(centres), -1)).query(points, distance_upper_bound=reach)
+                blocked |= distance < reach
+        return blocked
 
     # Step control ---------------------------------------------------------------------
     def max_dt(self) -> float:
-        """The longest step with sum(J dV) dt <= max_expected_per_step, at the rates of the
-        last accepted state, and at most hold_time / HOLD_STEPS while a nucleus forms (inf
-        without either; collective)."""
+        """The longest next step (s; inf without a limit; collective): hold_time /
+        HOLD_STEPS while a nucleus forms, else max_expected_per_step / open_rate() from
+        the last accepted state, but never below hold_time / HOLD_STEPS.
+
+        Why the floor: at the default J0 the rate is effectively instantaneous wherever the
+        electron-supply gate passes, so a cap on the expected count alone would ask for
+        steps far below any the solver needs (docs/model.md, "Step control"). Above the floor's rate, insertion is
+        saturated on the hold time scale: a step draws nearly every open cell and accepts
+        every candidate that does not overlap metal, a forming nucleus or an earlier
+        candidate of the same step. Cells that cannot take a nucleus (open_rate) do not
+        count, or metal and forming nuclei would pin the step at the floor for good.
+        """
         # While a nucleus forms, its reaction switches on against a state without it: steps
         # of hold/8 failed Newton and hold/40 converged (tests' bicrystal, 40 nm nucleus).
-        forming = self.law.hold_time / HOLD_STEPS if self.active else math.inf
+        floor = self.law.hold_time / HOLD_STEPS
+        if self.active:
+            return floor
         if self.max_expected is None:
-            return forming
-        total = self._rate_total if self._rate_total is not None else self.total_rate()
-        return min(forming, self.max_expected / total if total > 0 else math.inf)
+            return math.inf
+        total = self._rate_total if self._rate_total is not None else self.open_rate()
+        self._rate_total = total
+        return max(floor, self.max_expected / total) if total > 0 else math.inf
 
     def next_event_time(self, t: float) -> float | None:
-        """The next hold end after t (a step should land on it), or None."""
-        ends = [n.hold_end for n in self.active if n.hold_end > t]
+        """The next hold end after t (a step should land on it), or None. A hold end within
+        round-off of t counts as reached (after_step has retired it)."""
+        ends = [n.hold_end for n in self.active if n.hold_end > t * (1 + 1e-12)]
         return min(ends) if ends else None
 
     # The step -------------------------------------------------------------------------
@@ -273,7 +314,6 @@ class Nucleation:
         self.active = [n for n in self.active if n.hold_end > now * (1 + 1e-12)]
         J, eta_loc = self.rates(pb.w)
         expected = J * self.sizes[: self.n_owned]
-        self._rate_total = self.comm.allreduce(float(np.sum(expected)), op=MPI.SUM)
         counter = self.counter
         self.counter += 1
         hit = np.flatnonzero(draw_insertions(self.seed, counter, self.keys, expected * dt))
@@ -291,6 +331,7 @@ class Nucleation:
         # Every rank sees every candidate, in an order independent of the partition.
         candidates = sorted(c for part in self.comm.allgather(mine) for c in part)
         if not candidates:
+            self._rate_total = self.open_rate(J)
             return []
         blocked = self._metal_near([c[2] for c in candidates])
         new: list[Nucleus] = []
@@ -313,6 +354,7 @@ class Nucleation:
             )
         self.active.extend(new)
         self.nuclei.extend(new)
+        self._rate_total = self.open_rate(J)
         return new
 
     def _metal_near(self, centres: list[tuple[float, ...]]) -> list[bool]:
@@ -349,3 +391,64 @@ class Nucleation:
     def counts(self) -> dict[str, int]:
         """Nuclei inserted so far, per region (summary.json, timeseries.csv)."""
         return {region: sum(n.region == region for n in self.nuclei) for region in ("grain", "gb")}
+
+
+class NucleationObserver:
+    """Drives a :class:`Nucleation` from the time loop (``nzsp_fem.run.Simulation``'s
+    Observer protocol; the simulation adds it when ``nucleation.enabled``).
+
+    It acts on an accepted step before the run's outputs see it (``part_of_model``):
+    timeseries.csv's row and a checkpoint of that step then hold its insertions, and a
+    restart from the checkpoint continues with the next draw. Insertion changes no field
+    (a nucleus forms through the forcing over the following steps), so the loop's state
+    needs no ``state_changed``. Writes ``nuclei.csv`` (all nuclei so far, rewritten on
+    each insertion, so a restart that drops later steps drops their nuclei too) when the
+    simulation has a run directory (``sim.record``).
+    """
+
+    checkpoint_key = "nucleation"
+    part_of_model = True
+
+    def __init__(self, problem: CoupledProblem, evaluator=None):
+        self.nucleation = Nucleation(problem)
+        self._t = 0.0
+        if evaluator is not None:
+            evaluator.nuclei_counts = self.nucleation.counts
+
+    def before_step(self, sim, t: float, dt: float) -> None:
+        self._t = t  # the accepted attempt is the last one before on_step_accepted
+        self.nucleation.before_step(t, dt)
+
+    def max_dt(self, sim) -> float | None:
+        limit = self.nucleation.max_dt()
+        return limit if math.isfinite(limit) else None
+
+    def next_breakpoint(self, sim) -> float | None:
+        return self.nucleation.next_event_time(sim.t)
+
+    def on_step_accepted(self, sim, info) -> None:
+        new = self.nucleation.after_step(self._t, info.dt)
+        for region, count in self.nucleation.counts().items():
+            setattr(info.diagnostics, f"nuclei_{region}", count)
+        if new:
+            where = ", ".join(f"{n.region} ({', '.join(f'{x * 1e9:.0f}' for x in n.position)}) nm" for n in new)
+            sim.log(f"nucleation: {len(new)} nuclei at t={info.t:.6e} s: {where}", 1)
+            record = getattr(sim, "record", None)
+            if record is not None:
+                self.write_csv(record)
+
+    def write_csv(self, record) -> None:
+        """nuclei.csv in the run directory: every nucleus so far (rewritten)."""
+        nuclei, dim = self.nucleation.nuclei, self.nucleation.dim
+        record.write_file("nuclei.csv", write_nuclei_csv, nuclei, dim, record.comm, append=False)
+
+    def on_finish(self, sim) -> None:
+        record = getattr(sim, "record", None)
+        if record is not None:
+            self.write_csv(record)  # also when nothing was inserted: a run with nucleation has the file
+
+    def checkpoint_state(self) -> dict:
+        return self.nucleation.state()
+
+    def restore_checkpoint_state(self, saved: dict) -> None:
+        self.nucleation.restore(saved)
