@@ -128,12 +128,16 @@ class Simulation:
     and :meth:`run` is the same loop with the standard outputs (run directory,
     timeseries.csv, fields, figures, probes, checkpoints, summary.json).
 
+    ``step(dt)`` takes one step of exactly ``dt`` instead (tests, benchmarks).
+
     Observers (:meth:`add_observer`, protocol :class:`Observer`) are called by the loop:
-    ``before_step``, ``max_dt``, ``next_breakpoint``, ``on_step_accepted`` and
-    ``on_finish``, each optional. An observer that changes the problem after a step (a
-    nucleation model adding metal, say) modifies ``sim.problem`` in ``on_step_accepted``,
-    calls :meth:`state_changed`, and may bound the next step by ``max_dt`` or make it land
-    on a time by ``next_breakpoint``.
+    ``max_dt``, ``next_breakpoint``, ``before_step``, ``on_step_rejected``,
+    ``on_step_accepted``, ``on_finish`` and ``checkpoint_state`` /
+    ``restore_checkpoint_state``, each optional. A model that changes the problem between
+    steps (a nucleation model adding metal, say) sets its forcing in ``before_step``,
+    modifies ``sim.problem`` in ``on_step_accepted`` and then calls
+    :meth:`state_changed`, bounds the next step by ``max_dt``, makes a step land on a time
+    by ``next_breakpoint``, and keeps its own state in the checkpoints.
 
     The run ends (``finished``) at t_end, at time.stop_at_charge, at a short circuit
     (time.stop_at_short_circuit), at a voltage collapse, at time.max_steps, when the step

@@ -42,8 +42,8 @@ class Scaling:
     def groups(self) -> dict[str, float]:
         cfg, pf = self.cfg, self.cfg.phase_field
         return {
-            "allen_cahn_mobility  L W t0": pf.mobility * pf.barrier_height * self.time,
-            "gradient  kappa0/(W l0^2)": pf.gradient_coefficient / (pf.barrier_height * self.length**2),
+            "allen_cahn_mobility  L W t0": self.allen_cahn_mobility(),
+            "gradient  kappa0/(W l0^2)": self.gradient_coefficient(),
             "reaction  L_eta t0": pf.reaction_rate * self.time,
             "stress/energy  E_grain/W": self.stress / self.energy_density,
             "diffusion grain  D t0/l0^2": self.diffusivity().grain,
@@ -54,6 +54,16 @@ class Scaling:
             "conductivity contrast  sigma_metal/sigma_grain (solver)": self.metal_conductivity() / self.conductivity,
             "applied potential  phi_app/V_T": cfg.electrochemistry.electrode.potential / self.potential,
         }
+
+    def allen_cahn_mobility(self) -> float:
+        """L W t0: the Allen-Cahn mobility, scaled."""
+        pf = self.cfg.phase_field
+        return pf.mobility * pf.barrier_height * self.time
+
+    def gradient_coefficient(self) -> float:
+        """kappa0 / (W l0^2): the gradient-energy coefficient, scaled."""
+        pf = self.cfg.phase_field
+        return pf.gradient_coefficient / (pf.barrier_height * self.length**2)
 
     def diffusivity(self) -> PhaseValues:
         f = self.time / self.length**2

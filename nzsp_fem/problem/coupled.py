@@ -154,8 +154,8 @@ class CoupledProblem:
         cfg, sc = self.cfg, self.scaling
         pf = cfg.phase_field
         return forms.AllenCahnParameters(
-            mobility=pf.mobility * pf.barrier_height * sc.time,
-            gradient=pf.gradient_coefficient / (pf.barrier_height * sc.length**2),
+            mobility=sc.allen_cahn_mobility(),
+            gradient=sc.gradient_coefficient(),
             reaction=self.reaction,
             alpha=pf.charge_transfer_coefficient,
             electrons=pf.electrons,
