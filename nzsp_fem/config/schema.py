@@ -317,7 +317,8 @@ class Nucleation(Strict):
     # within which electrons must be able to reach it (the supply criterion).
     hold_time: Time = Field(1e-3, gt=0)
     seed: int = Field(0, ge=0)
-    # The step is limited so that sum(J dV) dt stays below this (null: no limit).
+    # The step is limited so that sum(J dV) dt over the cells that can take a nucleus
+    # stays below this, but never below hold_time / 40 (null: no limit; docs/model.md).
     max_expected_per_step: float | None = Field(0.1, gt=0, le=1)
 
 
