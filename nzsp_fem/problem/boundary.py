@@ -20,7 +20,6 @@ import numpy as np
 import ufl
 from dolfinx import fem
 
-from ..config import Config
 from ..config.protocol import electrode_segments
 from ..mesh import BOTTOM, FRONT, LEFT, RIGHT, TOP
 from ..physics import forms
@@ -37,23 +36,24 @@ class Dirichlet:
     component: int | None = None
 
 
-def electrode_potential_condition(cfg: Config, scaling: Scaling, potential: float) -> Dirichlet:
+def electrode_potential_condition(scaling: Scaling, potential: float) -> Dirichlet:
     """The potentiostatic electrode at ``potential`` (V). With two potentials the electrode
     sets the electronic potential and the reservoir the ionic one; with one, both act on phi."""
-    field = "phi_e" if cfg.electrochemistry.potentials == "two" else "phi"
+    field = "phi_e" if scaling.cfg.electrochemistry.potentials == "two" else "phi"
     return Dirichlet(field, potential / scaling.potential, (LEFT,))
 
 
-def dirichlet_conditions(cfg: Config, scaling: Scaling, dim: int, electrode: bool = True) -> list[Dirichlet]:
+def dirichlet_conditions(scaling: Scaling, dim: int, electrode: bool = True) -> list[Dirichlet]:
     """The Dirichlet conditions at the start; ``electrode=False`` leaves out the electrode's
     potential (the coupled problem keeps it apart to switch it on and off)."""
+    cfg = scaling.cfg
     ec = cfg.electrochemistry
     out = [Dirichlet("phi", 0.0, (RIGHT,))]
     if ec.reservoir:
         out.append(Dirichlet("c", 0.0 if cfg.solver.log_concentration else 1.0, (RIGHT,)))
     first = electrode_segments(cfg)[0]
     if electrode and first.mode == "potentiostatic":
-        out.append(electrode_potential_condition(cfg, scaling, first.potential))
+        out.append(electrode_potential_condition(scaling, first.potential))
     if cfg.mechanics.enabled:
         out.append(Dirichlet("u", 0.0, (LEFT, RIGHT), component=0))
         out.append(Dirichlet("u", 0.0, (BOTTOM,), component=1))
@@ -91,23 +91,23 @@ def build_dirichlet(conditions: list[Dirichlet], space_of, facet_tags, fdim: int
     return bcs
 
 
-def electrode_current_term(cfg: Config, scaling: Scaling, v, ds, current=None):
+def electrode_current_term(scaling: Scaling, v, ds, current=None):
     """The galvanostatic electrode's Neumann term in the charge equation, or None.
 
     ``current``: the scaled current density as a Constant that a protocol changes between
     steps; by default the first segment's value (None when that one is potentiostatic).
     """
     if current is None:
-        first = electrode_segments(cfg)[0]
+        first = electrode_segments(scaling.cfg)[0]
         if first.mode != "galvanostatic":
             return None
         current = first.signed_current_density / scaling.current_density
     return forms.galvanostatic_term(current, v, ds(LEFT))
 
 
-def stack_traction_term(cfg: Config, scaling: Scaling, v, mesh, ds):
+def stack_traction_term(scaling: Scaling, v, mesh, ds):
     """The stack pressure on the top edge as a weak term, or None without one."""
-    pressure = cfg.mechanics.stack_pressure
+    pressure = scaling.cfg.mechanics.stack_pressure
     if pressure <= 0:
         return None
     return forms.traction_term(pressure / scaling.stress, v, ufl.FacetNormal(mesh), ds(TOP))

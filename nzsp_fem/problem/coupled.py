@@ -56,7 +56,7 @@ class CoupledProblem:
         self.dx = ufl.Measure("dx", msh, metadata={"quadrature_degree": q})
         self.ds = ufl.Measure("ds", msh, subdomain_data=poly.facet_tags, metadata={"quadrature_degree": q})
 
-        self.table: tuple[Field, ...] = field_table(cfg, sc, dim)
+        self.table: tuple[Field, ...] = field_table(sc, dim)
         self.field = {f.name: f for f in self.table}
         self._views = views_type(self.table)
         cell = msh.basix_cell()
@@ -106,12 +106,12 @@ class CoupledProblem:
         self.nucleation_on = cfg.nucleation.enabled
         # --- end discrete nucleation ---------------------------------------------------
         self._build_forms()
-        self.dirichlet = dirichlet_conditions(cfg, sc, dim, electrode=False)
+        self.dirichlet = dirichlet_conditions(sc, dim, electrode=False)
         self.bcs = build_dirichlet(self.dirichlet, self.mixed_subspace, poly.facet_tags, dim - 1)
         self.electrode_bc = None
         if "potentiostatic" in modes:
             potential = next(s.potential for s in self.segments if s.mode == "potentiostatic")
-            condition = electrode_potential_condition(cfg, sc, potential)
+            condition = electrode_potential_condition(sc, potential)
             self.electrode_bc = build_dirichlet([condition], self.mixed_subspace, poly.facet_tags, dim - 1)[0]
             if first.mode == "potentiostatic":
                 self.dirichlet.append(condition)
@@ -265,13 +265,13 @@ class CoupledProblem:
             self.charge_residuals["electronic"] = electronic
             F += electronic(tests.phi_e)
             electrode_test = tests.phi_e
-        electrode = electrode_current_term(cfg, sc, electrode_test, self.ds, self.applied_current)
+        electrode = electrode_current_term(sc, electrode_test, self.ds, self.applied_current)
         if electrode is not None:
             F += electrode
 
         if self.mechanics:
             F += forms.equilibrium_residual(self.sigma, tests.u, dx)
-            traction = stack_traction_term(cfg, sc, tests.u, self.mesh, self.ds)
+            traction = stack_traction_term(sc, tests.u, self.mesh, self.ds)
             if traction is not None:
                 F += traction
         self.F = F
@@ -304,7 +304,7 @@ class CoupledProblem:
         phi, v = fem.Function(V), ufl.TestFunction(V)
         sigma = mix(self.scaling.conductivities(), eta0, self.beta, self.cfg.materials.mixing)
         F = forms.charge_residual(phi, sigma, v, 0.0, 0.0, self.dx)
-        electrode = electrode_current_term(self.cfg, self.scaling, v, self.ds)
+        electrode = electrode_current_term(self.scaling, v, self.ds)
         if electrode is not None:
             F += electrode
         bcs = build_dirichlet(
@@ -337,7 +337,7 @@ class CoupledProblem:
         u, v = fem.Function(V), ufl.TestFunction(V)
         sigma, _, ret = self.constitutive(u, eta0)
         F = forms.equilibrium_residual(sigma, v, self.dx)
-        traction = stack_traction_term(self.cfg, self.scaling, v, self.mesh, self.ds)
+        traction = stack_traction_term(self.scaling, v, self.mesh, self.ds)
         if traction is not None:
             F += traction
         bcs = build_dirichlet(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import namedtuple
 from dataclasses import dataclass
 
-from ..config import Config
 from ..physics.scaling import Scaling
 
 
@@ -39,8 +38,9 @@ class Field:
         return len(self.shape) > 0
 
 
-def field_table(cfg: Config, scaling: Scaling, dim: int) -> tuple[Field, ...]:
-    """The unknowns for this config, in mixed-space order."""
+def field_table(scaling: Scaling, dim: int) -> tuple[Field, ...]:
+    """The unknowns for the config of ``scaling``, in mixed-space order."""
+    cfg = scaling.cfg
     sc, ec = scaling, cfg.electrochemistry
     log_c = cfg.solver.log_concentration
     two = ec.potentials == "two"
