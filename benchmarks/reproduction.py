@@ -4,6 +4,14 @@ table, read from each study's study.csv (no DOLFINx needed).
     python3 -m benchmarks.reproduction results/paper/gb_conductivity results/paper/gb_youngs_modulus
 
 prints Markdown to stdout; the claims table is written by hand from these numbers.
+
+Cases run one by one (not as one study) are drawn side by side with
+
+    python3 -m benchmarks.reproduction figures STEM "0.0125 S/m=runs/a" "25 S/m=runs/b" ...
+
+which writes STEM_equal_charge.png (cases as columns, the standard field rows, as a
+study's comparison.png) and STEM_penetration.png (GB depth and planar front against the
+charge); this needs the runtime (pyvista).
 """
 
 from __future__ import annotations
@@ -62,5 +70,35 @@ def tables(study_dirs: list[Path]) -> str:
     return "\n".join(runs) + "\n\n" + "\n".join(measures) + "\n"
 
 
+def figures(stem: str, cases: list[str]) -> None:
+    """The study figures of separately run cases ("label=run_dir"), at their common charge."""
+    import json
+
+    import pyvista
+
+    from nzsp_fem.io.figures import plot_comparison
+    from nzsp_fem.io.output_fields import field_panels
+    from nzsp_fem.io.protocol_figures import plot_penetration
+
+    labelled = [tuple(c.split("=", 1)) for c in cases]
+    grids = [pyvista.read(Path(d) / "final_state.vtu") for _, d in labelled]
+    charges = [json.loads((Path(d) / "summary.json").read_text())["charge_passed_C"] for _, d in labelled]
+    # The charge stop lands each case on Q* to within one step's rounding.
+    equal = max(charges) - min(charges) <= 1e-6 * max(charges)
+    basis = f"at equal charge Q = {charges[0]:.3g} C/m" if equal else "at unequal charges (see the penetration plot)"
+    plot_comparison(
+        grids,
+        [label for label, _ in labelled],
+        field_panels(grids),
+        Path(f"{stem}_equal_charge.png"),
+        title=basis,
+        contour="eta",
+    )
+    plot_penetration({label: Path(d) / "timeseries.csv" for label, d in labelled}, Path(f"{stem}_penetration.png"))
+
+
 if __name__ == "__main__":
-    sys.stdout.write(tables([Path(p) for p in sys.argv[1:]]))
+    if sys.argv[1:2] == ["figures"]:
+        figures(sys.argv[2], sys.argv[3:])
+    else:
+        sys.stdout.write(tables([Path(p) for p in sys.argv[1:]]))
