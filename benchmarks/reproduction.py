@@ -81,6 +81,9 @@ def figures(stem: str, cases: list[str]) -> None:
     from nzsp_fem.io.protocol_figures import plot_penetration
 
     labelled = [tuple(c.split("=", 1)) for c in cases]
+    plot_penetration({label: Path(d) / "timeseries.csv" for label, d in labelled}, Path(f"{stem}_penetration.png"))
+    # A case stopped before its end (no final state) is still on the penetration plot.
+    labelled = [(label, d) for label, d in labelled if (Path(d) / "final_state.vtu").exists()]
     grids = [pyvista.read(Path(d) / "final_state.vtu") for _, d in labelled]
     charges = [json.loads((Path(d) / "summary.json").read_text())["charge_passed_C"] for _, d in labelled]
     # The charge stop lands each case on Q* to within one step's rounding.
@@ -94,7 +97,6 @@ def figures(stem: str, cases: list[str]) -> None:
         title=basis,
         contour="eta",
     )
-    plot_penetration({label: Path(d) / "timeseries.csv" for label, d in labelled}, Path(f"{stem}_penetration.png"))
 
 
 if __name__ == "__main__":
