@@ -447,20 +447,25 @@ def loop_runs(tmp_path_factory):
     ):
         sim = Simulation(parse_config(merge(BASE, merge(LOOP, over))) if over else cfg)
         summary = sim.run(root / name, restart=restart)
-        runs[name] = (summary, {k: sim.problem.sub_values(k).copy() for k in ("eta", "c", "phi", "phi_e")})
+        runs[name] = summary
     return root, runs
 
 
 def test_restart_between_insertions_repeats_the_run(loop_runs):
+    import pyvista
+
     root, runs = loop_runs
-    (ref, ref_fields), (again, again_fields) = runs["reference"], runs["restarted"]
+    ref, again = runs["reference"], runs["restarted"]
     nuclei, nuclei_again = (read_rows(root / name / "nuclei.csv") for name in ("reference", "restarted"))
     times = [float(row[0]) for row in nuclei[1:]]
-    worst = max(
-        COMM.allreduce(float(np.max(np.abs(ref_fields[k] - again_fields[k]))), op=MPI.MAX)
-        / COMM.allreduce(float(np.max(np.abs(ref_fields[k]))), op=MPI.MAX)
-        for k in ref_fields
-    )
+    # final_state.vtu holds the fields in the mesh file's order, whatever the partition:
+    # the two runs' meshes on 2 ranks were not partitioned alike (174 and 173 local eta
+    # values on one rank), so their own arrays cannot be compared.
+    grids = [pyvista.read(root / name / "final_state.vtu") for name in ("reference", "restarted")]
+    worst = 0.0
+    for k in ("eta", "c", "phi_i_V", "phi_e_V"):
+        x, y = (np.asarray(g.point_data[k]) for g in grids)
+        worst = max(worst, float(np.max(np.abs(x - y)) / np.max(np.abs(x))))
     rprint(
         f"\n[loop restart] nuclei at t = {[f'{t:.3e}' for t in times]} s, restart after step {STOP} "
         f"(t = {STOP * DT:.3e} s): same nuclei {nuclei == nuclei_again}, fields differ by {worst:.1e} (relative)"
