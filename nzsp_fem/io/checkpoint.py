@@ -24,6 +24,14 @@ dof transformations), but that mesh is a different partition of the same cells a
 none of our cell/facet tags, and quadrature data cannot be interpolated from it onto the
 rebuilt mesh.
 
+Restarting on the checkpoint's own mesh instead (``read_mesh`` with ``write_meshtags`` /
+``read_meshtags``, issue 20) is not done: a run's Polycrystal holds more than the mesh
+and its tags (the GB centre lines that the smooth GB indicator and the morphology
+measures read, the nuclei, the grain neighbours), all of which would then have to be
+stored and rebuilt on the read partition, and the guarantees kept here (free space
+checked before ADIOS2 opens a file, files verified before they are read, the crash-safe
+``latest`` pointer) would have to be rebuilt around adios4dolfinx's writers. Not tried.
+
 Chosen format: values keyed by the original (input) cell index
 ---------------------------------------------------------------
 For every function the checkpoint holds a global array ``(num_cells, width)`` whose row k
