@@ -26,9 +26,9 @@ rebuilt mesh.
 
 Restarting on the checkpoint's own mesh instead (``read_mesh`` with ``write_meshtags`` /
 ``read_meshtags``, issue 20) is not done: a run's Polycrystal holds more than the mesh
-and its tags (the GB centre lines that the smooth GB indicator and the morphology
-measures read, the nuclei, the grain neighbours), all of which would then have to be
-stored and rebuilt on the read partition, and the guarantees kept here (free space
+and its tags (the seeds and grain neighbours that the smooth GB indicator's distance
+reads, the nuclei of the initial state, the GB length), all of which would then have to
+be stored and rebuilt on the read partition, and the guarantees kept here (free space
 checked before ADIOS2 opens a file, files verified before they are read, the crash-safe
 ``latest`` pointer) would have to be rebuilt around adios4dolfinx's writers. Not tried.
 
