@@ -192,3 +192,171 @@ def _axes(p, b, font, line_width: float) -> None:
     ticks = pv.merge([pv.Line(a, c) for a, c in segments]) if segments else None
     if ticks is not None:
         p.add_mesh(ticks, color="black", line_width=line_width, lighting=False)
+
+
+def _point_field(mesh, name: str) -> np.ndarray | None:
+    """``name`` at the points (cell fields, e.g. tagged beta, averaged to them)."""
+    if name in mesh.point_data:
+        return np.asarray(mesh.point_data[name], dtype=float)
+    if name in mesh.cell_data:
+        return np.asarray(mesh.cell_data_to_point_data().point_data[name], dtype=float)
+    return None
+
+
+def dendrite_slice(grid, eta: str = "eta", beta: str = "beta") -> tuple[int, float] | None:
+    """(axis, position) of the slice that shows a GB deposit: through the metal point that
+    is deepest (largest x) inside a GB, normal to y or z, whichever cuts the GB layers
+    most nearly across (the smaller share of GB points within a cell of the plane).
+    None without metal inside a GB."""
+    e, b = _point_field(grid, eta), _point_field(grid, beta)
+    if e is None or b is None:
+        return None
+    x = np.asarray(grid.points)
+    inside = (e > 0.5) & (b > 0.5)
+    if not inside.any():
+        return None
+    tip = x[inside][np.argmax(x[inside, 0])]
+    span = np.ptp(x, axis=0)
+    band = 0.02 * float(span.max())
+    best = None
+    for axis in (1, 2):
+        near = np.abs(x[:, axis] - tip[axis]) <= band
+        share = float((b[near] > 0.5).mean()) if near.any() else 1.0
+        if best is None or share < best[0]:
+            best = (share, axis, float(tip[axis]))
+    return best[1], best[2]
+
+
+def plot_dendrite_3d(
+    grid,
+    path,
+    *,
+    eta: str = "eta",
+    beta: str = "beta",
+    title: str | None = None,
+    width: int = 1800,
+) -> dict | None:
+    """Two panels: the perspective view of :func:`plot_view_3d` (the eta = 0.5 surface among
+    the GB layers), and the slice of :func:`dendrite_slice` (through the deepest metal in a
+    GB, across the GB), coloured by eta with the eta = 0.5 line (black) and the GB's
+    beta = 0.5 lines (blue). The slice's plane is drawn in the 3D view as a thin frame.
+    Returns ``{"path", "metal", "gb", "slice"}`` (``slice``: (axis, position in µm) or None),
+    or ``None`` when ``grid`` is ``None``."""
+    if grid is None:
+        return None
+    import pyvista as pv
+
+    if eta not in grid.point_data and eta not in grid.cell_data:
+        raise KeyError(f"plot_dendrite_3d: the grid has no field '{eta}'")
+    disp = _micrometres(grid)
+    b = disp.bounds
+    ensure_offscreen()
+    height = int(0.42 * width)
+    scale = width / 1800.0
+    font = lambda base: int(round(base * scale))  # noqa: E731
+    theme = pv.themes.DocumentTheme()
+    theme.background = "white"
+    theme.font.color = "black"
+    p = pv.Plotter(off_screen=True, window_size=(width, height), theme=theme, shape=(1, 2), border=False)
+
+    # left: the metal among the GB layers
+    p.subplot(0, 0)
+    metal = iso_surface(disp, eta)
+    gbs = iso_surface(disp, beta) if beta else None
+    if metal is not None:
+        p.add_mesh(metal, color=METAL_COLOUR, smooth_shading=True, specular=0.4, specular_power=20.0)
+    if gbs is not None:
+        p.add_mesh(gbs, color=GB_COLOUR, opacity=0.3, smooth_shading=True, ambient=0.3, diffuse=0.7)
+    face = pv.Rectangle([(b[0], b[2], b[4]), (b[0], b[3], b[4]), (b[0], b[3], b[5])])
+    p.add_mesh(face, color=ELECTRODE_COLOUR, opacity=0.18, lighting=False)
+    p.add_mesh(disp.outline(), color="black", line_width=max(1.0, 1.5 * scale), lighting=False)
+    cut = dendrite_slice(disp, eta, beta)
+    if cut is not None:
+        axis, pos = cut
+        corners = [[b[0], b[2], b[4]], [b[1], b[2], b[4]], [b[1], b[3], b[5]], [b[0], b[3], b[5]]]
+        corners = np.array(corners, dtype=float)
+        other = 2 if axis == 1 else 1
+        corners[:, axis] = pos
+        corners[:, other] = [b[2 * other], b[2 * other], b[2 * other + 1], b[2 * other + 1]]
+        frame = pv.lines_from_points(np.vstack([corners, corners[:1]]))
+        p.add_mesh(frame, color="black", line_width=max(1.0, 1.2 * scale), lighting=False)
+    size = max(b[1] - b[0], b[3] - b[2], b[5] - b[4])
+    centre = np.array([0.5 * (b[0] + b[1]), 0.5 * (b[2] + b[3]), 0.5 * (b[4] + b[5])])
+    direction = np.array([0.55, -1.35, 0.8])
+    direction /= np.linalg.norm(direction)
+    p.camera.focal_point = tuple(centre)
+    p.camera.position = tuple(centre + 3.2 * size * direction)
+    p.camera.up = (0.0, 0.0, 1.0)
+    p.camera.view_angle = 30.0
+    p.reset_camera()
+    p.camera.zoom(0.92)
+    _axes(p, b, font, line_width=max(1.0, 1.5 * scale))
+    ren = p.renderer
+    y = 0.93
+    for text, colour in [
+        ("Na metal, η = 0.5" if metal is not None else "no metal (η < 0.5 everywhere)", METAL_COLOUR),
+        ("grain boundaries, β = 0.5", GB_COLOUR) if gbs is not None else None,
+        (f"electrode, x = {b[0]:g} µm", ELECTRODE_COLOUR),
+    ]:
+        if text is None:
+            continue
+        square = draw_text(ren, "■", (0.03, y), font(18), h="left", v="top")
+        square.GetTextProperty().SetColor(*_darker(colour))
+        draw_text(ren, text, (0.065, y), font(16), h="left", v="top")
+        y -= 0.06
+
+    # right: the slice across the GB through the deepest GB metal
+    p.subplot(0, 1)
+    label = "no metal in a GB: no slice"
+    if cut is not None:
+        axis, pos = cut
+        normal = (0.0, 1.0, 0.0) if axis == 1 else (0.0, 0.0, 1.0)
+        src = disp if eta in disp.point_data else disp.cell_data_to_point_data()
+        sl = src.slice(normal=normal, origin=(b[0], pos, pos))
+        if sl.n_points:
+            p.add_mesh(
+                sl,
+                scalars=eta,
+                cmap="viridis",
+                clim=(0.0, 1.0),
+                lighting=False,
+                scalar_bar_args={
+                    "title": "η",
+                    "vertical": True,
+                    "position_x": 0.88,
+                    "position_y": 0.15,
+                    "height": 0.7,
+                    "title_font_size": font(18),
+                    "label_font_size": font(14),
+                },
+            )
+            line = sl.contour([0.5], scalars=eta)
+            if line.n_points:
+                p.add_mesh(line, color="black", line_width=max(1.5, 2.5 * scale), lighting=False)
+            bsl = _point_field(sl, beta)
+            if bsl is not None and np.nanmin(bsl) < 0.5 < np.nanmax(bsl):
+                sl.point_data["_beta"] = bsl
+                gl = sl.contour([0.5], scalars="_beta")
+                if gl.n_points:
+                    p.add_mesh(gl, color=GB_COLOUR, line_width=max(1.5, 2.5 * scale), lighting=False)
+            p.add_mesh(sl.outline(), color="black", line_width=max(1.0, 1.2 * scale), lighting=False)
+            p.enable_parallel_projection()
+            c = np.array(sl.center)
+            view = np.array(normal)
+            p.camera.focal_point = tuple(c)
+            p.camera.position = tuple(c - 3 * size * view if axis == 1 else c + 3 * size * view)
+            p.camera.up = (0.0, 0.0, 1.0) if axis == 1 else (0.0, 1.0, 0.0)
+            p.reset_camera()
+            p.camera.zoom(0.9)
+        name = "y" if axis == 1 else "z"
+        up = "z" if axis == 1 else "y"
+        label = f"slice {name} = {pos:.3g} µm across the GB (x to the right, {up} up): η; η = 0.5 black, β = 0.5 blue"
+    draw_text(p.renderer, label, (0.5, 0.06), font(16), v="bottom")
+    if title:
+        p.subplot(0, 0)
+        draw_text(p.renderer, title, (0.03, 0.99), font(20), h="left", v="top")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    p.screenshot(str(path))
+    p.close()
+    return {"path": path, "metal": metal is not None, "gb": gbs is not None, "slice": cut}

@@ -95,7 +95,7 @@ def _final_figure(outdir: Path, options: dict) -> None:
 
     from .drawing import read_nuclei
     from .figures import plot_fields
-    from .figures3d import plot_view_3d
+    from .figures3d import plot_dendrite_3d, plot_view_3d
     from .output_fields import field_panels
 
     grid = pv.read(outdir / "final_state.vtu")
@@ -112,6 +112,7 @@ def _final_figure(outdir: Path, options: dict) -> None:
     )
     if options.get("dim") == 3:
         plot_view_3d(grid, figures / "final_state_3d.png", title=title)
+        plot_dendrite_3d(grid, figures / "final_dendrite_3d.png", title=title)
 
 
 def _voltage(outdir: Path, options: dict) -> None:
