@@ -36,8 +36,17 @@ from .coupled import CoupledProblem
 #: nucleus whose disc (out to R + 2 widths) holds such a node.
 METAL = 0.1
 
-#: The longest step while a nucleus forms is hold_time / HOLD_STEPS.
+#: The longest step while a nucleus is in its hold is hold_time / HOLD_STEPS; it is also
+#: the shortest time over which the forcing asks for a nucleus's deficit once its hold has
+#: ended and it has not formed.
 HOLD_STEPS = 40
+
+#: The longest step while nuclei form only past their hold is hold_time / SETTLED_STEPS.
+SETTLED_STEPS = 8
+
+#: A nucleus has formed when eta >= FORMED at every node of its core (r < R/2): only then
+#: does it stop forming, whatever its hold time.
+FORMED = 0.5
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -73,8 +82,10 @@ def draw_insertions(seed: int, counter: int, keys, expected) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Nucleus:
-    """An inserted nucleus (SI): inserted at ``time``, formed at ``hold_end``; ``cell`` is
-    the original input index of the cell it was drawn in."""
+    """An inserted nucleus (SI): inserted at ``time``, formed no earlier than ``hold_end``
+    (the minimum formation time) and at ``formed`` (None while forming: the core has not
+    reached eta >= FORMED); ``cell`` is the original input index of the cell it was drawn
+    in."""
 
     time: float
     position: tuple[float, ...]
@@ -83,6 +94,7 @@ class Nucleus:
     overpotential: float  # eta_loc (V) in the cell at insertion
     cell: int
     hold_end: float
+    formed: float | None = None
 
     def row(self) -> dict:
         axes = ("x_m", "y_m", "z_m")[: len(self.position)]
@@ -187,6 +199,7 @@ class Nucleation:
         self.counter = 0
         self.active: list[Nucleus] = []
         self.nuclei: list[Nucleus] = []
+        self.formed_now: list[Nucleus] = []
         self._rate_total: float | None = None
 
     # Rates ----------------------------------------------------------------------------
@@ -242,10 +255,19 @@ class Nucleation:
         return blocked
 
     # Step control ---------------------------------------------------------------------
-    def max_dt(self) -> float:
-        """The longest next step (s; inf without a limit; collective): hold_time /
-        HOLD_STEPS while a nucleus forms, else max_expected_per_step / open_rate() from
-        the last accepted state, but never below hold_time / HOLD_STEPS.
+    def max_dt(self, t: float | None = None) -> float:
+        """The longest next step from time t (s; inf without a limit; collective):
+        hold_time / HOLD_STEPS while a nucleus is in its hold, else max_expected_per_step /
+        open_rate() from the last accepted state, but never below hold_time / HOLD_STEPS,
+        and at most hold_time / SETTLED_STEPS while a nucleus forms past its hold. Without
+        t every forming nucleus counts as in its hold.
+
+        A nucleus still forming after its hold does not hold the step at the floor: its
+        forcing has been on for a whole hold, so the switch-on that needed short steps is
+        over, and a nucleus that waits on slow electron supply would otherwise pin the run
+        at hold/40 for as long as it forms. Measured (tests' bicrystal, 0.5 ms hold):
+        after the hold, steps of hold/8 took 5-6 Newton iterations (3 at hold/40), one
+        step of a whole hold 12 (docs/model.md, "Formation beyond the hold").
 
         Why the floor: at the default J0 the rate is effectively instantaneous wherever the
         electron-supply gate passes, so a cap on the expected count alone would ask for
@@ -258,13 +280,14 @@ class Nucleation:
         # While a nucleus forms, its reaction switches on against a state without it: steps
         # of hold/8 failed Newton and hold/40 converged (tests' bicrystal, 40 nm nucleus).
         floor = self.law.hold_time / HOLD_STEPS
-        if self.active:
+        if any(t is None or n.hold_end > t * (1 + 1e-12) for n in self.active):
             return floor
+        settled = self.law.hold_time / SETTLED_STEPS if self.active else math.inf
         if self.max_expected is None:
-            return math.inf
+            return settled
         total = self._rate_total if self._rate_total is not None else self.open_rate()
         self._rate_total = total
-        return max(floor, self.max_expected / total) if total > 0 else math.inf
+        return min(settled, max(floor, self.max_expected / total) if total > 0 else math.inf)
 
     def next_event_time(self, t: float) -> float | None:
         """The next hold end after t (a step should land on it), or None. A hold end within
@@ -278,10 +301,13 @@ class Nucleation:
 
         In the disc of each forming nucleus (out to R + 3 widths) the target rate is the
         deficit of eta against the nucleus profile 0.5 (1 - tanh((r - R)/w)) over the hold
-        time left; the activity is that rate over the cathodic Butler-Volmer factor of the
-        committed state (at least 1), so the reaction forms the profile by the hold end
-        where electrons keep eta_a cathodic, and slows down where they do not arrive. Zero
-        where eta already reaches the profile: the forcing only deposits.
+        time left, at least max(dt, hold_time / HOLD_STEPS); the activity is that rate
+        over the cathodic Butler-Volmer factor of the committed state (at least 1), so the
+        reaction forms the profile by the hold end where electrons keep eta_a cathodic,
+        and slows down where they do not arrive. Zero where eta already reaches the
+        profile: the forcing only deposits. A nucleus whose hold has ended unformed keeps
+        its forcing at the floor's rate (the rate it had in the hold's last step), so it
+        takes every electron that arrives until its core forms.
         """
         pb = self.problem
         activity = np.zeros(self._force_dofs.shape[0])
@@ -293,6 +319,7 @@ class Nucleation:
             n, alpha = pb.ac.electrons, pb.ac.alpha
             cathodic = c * np.exp(-alpha * n * eta_a) - np.exp((1 - alpha) * n * eta_a)
             reach = self.radius + 3 * self.width
+            floor = self.law.hold_time / HOLD_STEPS
             for nucleus in self.active:
                 centre = np.asarray(nucleus.position)
                 near = np.sum((self.centroids - centre) ** 2, axis=1) <= reach**2
@@ -300,18 +327,34 @@ class Nucleation:
                     continue
                 r = np.linalg.norm(self._vertices[near] - centre, axis=2)
                 target = (0.5 * (1 - np.tanh((r - self.radius) / self.width))).mean(axis=1)
-                left = max(nucleus.hold_end - t, dt) / self.time_scale
+                left = max(nucleus.hold_end - t, dt, floor) / self.time_scale
                 rate = np.maximum(target - eta_old[near], 0.0) / left
+                # Where the committed state is anodic the reaction would strip the nucleus
+                # it is meant to form, below eta = 0 where it has no metal (measured: a
+                # GB nucleus's grain half went to eta = -0.15): no forcing there.
+                rate = np.where(cathodic[near] > 0, rate, 0.0)
                 activity[near] = np.maximum(activity[near], rate / np.maximum(cathodic[near], 1.0))
         pb.nucleation_force.x.array[self._force_dofs] = activity
 
     def after_step(self, t: float, dt: float) -> list[Nucleus]:
-        """After the step (t, t + dt) was accepted: retire the nuclei whose hold has ended,
-        draw insertions from the accepted state and return the new nuclei (the same list on
-        every rank). Collective."""
+        """After the step (t, t + dt) was accepted: retire the nuclei that have formed (hold
+        ended and core formed, ``formed_now`` lists them), draw insertions from the
+        accepted state and return the new nuclei (the same list on every rank). Collective.
+
+        A nucleus whose hold ends before its core forms stays forming: it keeps its forcing
+        and its exclusion zone, so no nucleus is inserted on or beside its partial metal.
+        Retiring it unformed would leave that metal without a nucleus to finish it and
+        re-open the site to a second nucleus on top (docs/model.md, "Formation beyond the
+        hold").
+        """
         pb = self.problem
         now = t + dt
-        self.active = [n for n in self.active if n.hold_end > now * (1 + 1e-12)]
+        due = [n for n in self.active if n.hold_end <= now * (1 + 1e-12)]
+        cores = self.core_eta(due)
+        done = [n for n, core in zip(due, cores) if core >= FORMED]
+        self.active = [n for n in self.active if n not in done]
+        self.nuclei = [dataclasses.replace(n, formed=now) if n in done else n for n in self.nuclei]
+        self.formed_now = [dataclasses.replace(n, formed=now) for n in done]
         J, eta_loc = self.rates(pb.w)
         expected = J * self.sizes[: self.n_owned]
         counter = self.counter
@@ -357,6 +400,18 @@ class Nucleation:
         self._rate_total = self.open_rate(J)
         return new
 
+    def core_eta(self, nuclei: list[Nucleus]) -> list[float]:
+        """For each nucleus: the least eta at the nodes of its core (r < R/2), the formed
+        criterion's measure (inf where no node lies there). Collective."""
+        eta = self.problem.w.x.array[self._node_eta]
+        local = np.full(len(nuclei), np.inf)
+        for k, nucleus in enumerate(nuclei):
+            near = np.sum((self._node_xyz - np.asarray(nucleus.position)) ** 2, axis=1) < (0.5 * nucleus.radius) ** 2
+            local[k] = float(np.min(eta[near], initial=np.inf))
+        least = np.empty_like(local)
+        self.comm.Allreduce(local, least, op=MPI.MIN)
+        return [float(v) for v in least]
+
     def _metal_near(self, centres: list[tuple[float, ...]]) -> list[bool]:
         """For each centre: is there metal (eta >= METAL) within R + 2 widths? Collective."""
         eta = self.problem.w.x.array[self._node_eta]
@@ -380,6 +435,8 @@ class Nucleation:
         }
 
     def restore(self, state: dict) -> None:
+        # States written before ``formed`` existed lack the key: their nuclei are taken as
+        # not yet formed, and an active one keeps forming under the rule above.
         def nucleus(d):
             return Nucleus(**dict(d, position=tuple(d["position"])))
 
@@ -420,7 +477,7 @@ class NucleationObserver:
         self.nucleation.before_step(t, dt)
 
     def max_dt(self, sim) -> float | None:
-        limit = self.nucleation.max_dt()
+        limit = self.nucleation.max_dt(sim.t)
         return limit if math.isfinite(limit) else None
 
     def next_breakpoint(self, sim) -> float | None:
@@ -436,6 +493,13 @@ class NucleationObserver:
             record = getattr(sim, "record", None)
             if record is not None:
                 self.write_csv(record)
+        for n in self.nucleation.formed_now:
+            late = n.formed - n.hold_end
+            sim.log(
+                f"nucleation: the nucleus inserted at t={n.time:.6e} s ({n.region}) formed at t={n.formed:.6e} s"
+                + (f", {late:.3e} s after its hold" if late > 1e-12 * n.formed else ""),
+                1,
+            )
 
     def write_csv(self, record) -> None:
         """nuclei.csv in the run directory: every nucleus so far (rewritten)."""
