@@ -143,6 +143,32 @@ def _sampling(length: float, h: float) -> int:
     return int(min(max(20, math.ceil(2.0 * length / h)), 2000))
 
 
+def _tag_grains_and_gbs(gmsh, geo, out_map, dim: int, check_voronoi: bool) -> list[int]:
+    """Physical groups after fragmenting the box (input 0) with the shrunk grains (inputs
+    1..n): grain i is tagged i + 1, what is left of the box is GB_TAG. Returns the grains'
+    entities in grain order."""
+    kind = "surface" if dim == 2 else "volume"
+    grains = []
+    for i in range(geo.n):
+        pieces = [t for d, t in out_map[1 + i] if d == dim]
+        if len(pieces) != 1:
+            raise MeshError(f"internal error: grain {i + 1} became {len(pieces)} {kind}s in the OCC fragment")
+        grains.append(pieces[0])
+    gbs = sorted({t for d, t in out_map[0] if d == dim} - set(grains))
+    if check_voronoi:
+        # sanity: the centre of mass of each grain lies in its own Voronoi cell
+        centres = [gmsh.model.occ.getCenterOfMass(dim, t)[:dim] for t in grains]
+        if not np.array_equal(cKDTree(geo.seeds).query(centres)[1], np.arange(geo.n)):
+            raise MeshError(f"internal error: grain {kind}s do not match their Voronoi cells")
+    if geo.n > 1 and not gbs:
+        raise MeshError(f"internal error: no GB {kind} left after the OCC fragment")
+    for i, t in enumerate(grains):
+        gmsh.model.addPhysicalGroup(dim, [t], i + 1, name=f"grain_{i + 1}")
+    if gbs:
+        gmsh.model.addPhysicalGroup(dim, gbs, GB_TAG, name="gb")
+    return grains
+
+
 def _build_tagged_2d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.ndarray) -> None:
     """OCC: box fragmented with the shrunk grains; the rest of the box is the GB network."""
     occ = gmsh.model.occ
@@ -165,25 +191,7 @@ def _build_tagged_2d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: 
     surfs = [occ.addPlaneSurface([loop(poly) for poly in loops]) for loops in shrunk]
     _, out_map = occ.fragment([(2, rect)], [(2, t) for t in surfs])
     occ.synchronize()
-    grain_surfs = []
-    for i in range(geo.n):
-        pieces = [t for d, t in out_map[1 + i] if d == 2]
-        if len(pieces) != 1:
-            raise MeshError(f"internal error: grain {i + 1} became {len(pieces)} surfaces in the OCC fragment")
-        grain_surfs.append(pieces[0])
-    taken = set(grain_surfs)
-    gb_surfs = sorted(t for d, t in out_map[0] if d == 2 and t not in taken)
-    if not isinstance(geo, ImageGeometry):
-        # sanity: the centre of mass of each grain surface lies in its own Voronoi cell
-        owner = cKDTree(geo.seeds).query([occ.getCenterOfMass(2, t)[:2] for t in grain_surfs])[1]
-        if not np.array_equal(owner, np.arange(geo.n)):
-            raise MeshError("internal error: grain surfaces do not match their Voronoi cells")
-    if geo.n > 1 and not gb_surfs:
-        raise MeshError("internal error: no GB surface left after the OCC fragment")
-    for i, t in enumerate(grain_surfs):
-        gmsh.model.addPhysicalGroup(2, [t], i + 1, name=f"grain_{i + 1}")
-    if gb_surfs:
-        gmsh.model.addPhysicalGroup(2, gb_surfs, GB_TAG, name="gb")
+    grain_surfs = _tag_grains_and_gbs(gmsh, geo, out_map, 2, check_voronoi=not isinstance(geo, ImageGeometry))
     on_face = _boundary_curves_by_face(gmsh, geo.box)
     for face, curves in on_face.items():
         gmsh.model.addPhysicalGroup(1, curves, face, name=FACE_NAMES[face])
@@ -238,24 +246,7 @@ def _build_tagged_3d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: 
     box = occ.addBox(0.0, 0.0, 0.0, *map(float, geo.box))
     _, out_map = occ.fragment([(3, box)], [(3, v) for v in grains])
     occ.synchronize()
-    grain_vols = []
-    for i in range(geo.n):
-        pieces = [t for d, t in out_map[1 + i] if d == 3]
-        if len(pieces) != 1:
-            raise MeshError(f"internal error: grain {i + 1} became {len(pieces)} volumes in the OCC fragment")
-        grain_vols.append(pieces[0])
-    taken = set(grain_vols)
-    gb_vols = sorted({t for d, t in out_map[0] if d == 3} - taken)
-    # sanity: the centre of mass of each grain volume lies in its own Voronoi cell
-    owner = cKDTree(geo.seeds).query([occ.getCenterOfMass(3, t) for t in grain_vols])[1]
-    if not np.array_equal(owner, np.arange(geo.n)):
-        raise MeshError("internal error: grain volumes do not match their Voronoi cells")
-    if geo.n > 1 and not gb_vols:
-        raise MeshError("internal error: no GB volume left after the OCC fragment")
-    for i, t in enumerate(grain_vols):
-        gmsh.model.addPhysicalGroup(3, [t], i + 1, name=f"grain_{i + 1}")
-    if gb_vols:
-        gmsh.model.addPhysicalGroup(3, gb_vols, GB_TAG, name="gb")
+    grain_vols = _tag_grains_and_gbs(gmsh, geo, out_map, 3, check_voronoi=True)
     on_face = _boundary_surfaces_by_face(gmsh, geo.box, w)
     for face, surfs in on_face.items():
         gmsh.model.addPhysicalGroup(2, surfs, face, name=FACE_NAMES[face])
