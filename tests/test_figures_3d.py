@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nzsp_fem.io.figures import Panel, plot_fields
-from nzsp_fem.io.figures3d import nuclei_plane_z, plot_view_3d
+from nzsp_fem.io.figures3d import dendrite_slice, nuclei_plane_z, plot_dendrite_3d, plot_view_3d
 
 pytestmark = pytest.mark.serial
 
@@ -125,3 +125,32 @@ def test_view_3d_shows_the_metal(tmp_path):
     # the sphere covers some 4 % of the centre, nothing else there is a grey area
     assert with_metal > 0.01 and without < 0.001, (with_metal, without)
     assert plot_view_3d(None, tmp_path / "x.png") is None
+
+
+def gb_finger_grid(finger: bool = True):
+    """The cube with a GB slab z = 0.07 +- 0.015 um and, if ``finger``, an ellipsoid of
+    metal from the electrode (x = 0) along it, 0.12 um deep, flat across the slab."""
+    grid = cube_grid(metal=False)
+    x = np.asarray(grid.points)
+    grid.point_data["beta"] = 0.5 * (1.0 - np.tanh((np.abs(x[:, 2] - 0.07) - GB_HALF) / 0.004))
+    r = np.linalg.norm((x - [0.0, 0.15, 0.07]) * [0.5, 1.0, 2.5], axis=1)
+    grid.point_data["eta"] = 0.5 * (1.0 - np.tanh((r - 0.06) / WIDTH)) if finger else np.zeros(len(x))
+    return grid
+
+
+def test_dendrite_figure_slices_across_the_gb(tmp_path):
+    """final_dendrite_3d.png: the slice goes through the deepest metal inside the GB and
+    across the GB (normal y for a GB plane z = const: a slice along the GB plane would show
+    the GB everywhere and the finger's thickness nowhere); its panel shows the metal
+    (viridis' yellow) on the right half. Without metal in a GB there is no slice."""
+    grid = gb_finger_grid()
+    axis, pos = dendrite_slice(grid)
+    assert axis == 1 and pos == pytest.approx(0.15, abs=L / 24)
+    out = plot_dendrite_3d(grid, tmp_path / "d.png", title="finger")
+    assert out["metal"] and out["gb"] and out["slice"][0] == 1
+    rgb = pixels(out["path"])
+    right = rgb[:, rgb.shape[1] // 2 : int(0.9 * rgb.shape[1])]  # the slice, without its colour bar
+    yellow, purple = viridis_ends(right)
+    assert yellow > 0.005 and purple > 0.05, (yellow, purple)
+    assert dendrite_slice(gb_finger_grid(finger=False)) is None
+    assert plot_dendrite_3d(gb_finger_grid(finger=False), tmp_path / "none.png")["slice"] is None
