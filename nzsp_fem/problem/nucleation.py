@@ -5,11 +5,12 @@ Per accepted step every owned cell inserts a nucleus with probability 1 - exp(-J
 number of a cell is a hash of (seed, draw counter, the cell's original input index), so a
 cell draws the same number whichever rank owns it: the nuclei do not depend on the
 partition, and a restart that restores the counter draws the same numbers again. A
-nucleus then forms over the hold time through ``problem.nucleation_force``, the DG0
+nucleus then forms through ``problem.nucleation_force``, the DG0
 activity of a Butler-Volmer term added to d eta/dt (physics/forms.py
 ``nucleation_forcing``): it is part of the deposition rate, so the c, phi_i and phi_e
 equations take its Na+ and electrons, and the Na and charge balances hold through the
-insertion.
+insertion. The hold time is the least formation time: a nucleus keeps forming, and keeps
+its site, until its core reaches eta >= FORMED, however long after its hold that is.
 
 The time loop drives it (``Nucleation``): ``before_step`` before every attempt,
 ``after_step`` after every accepted step, ``max_dt`` and ``next_event_time`` for the step
@@ -291,7 +292,7 @@ class Nucleation:
 
     def next_event_time(self, t: float) -> float | None:
         """The next hold end after t (a step should land on it), or None. A hold end within
-        round-off of t counts as reached (after_step has retired it)."""
+        round-off of t counts as reached (after_step has judged it)."""
         ends = [n.hold_end for n in self.active if n.hold_end > t * (1 + 1e-12)]
         return min(ends) if ends else None
 
