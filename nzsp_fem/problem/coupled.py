@@ -245,9 +245,10 @@ class CoupledProblem:
         flux = self.np_flux
         if cfg.materials.transport != "single-ion" and not self.log_c:
             # Where c varies, Galerkin drift is not monotone at cell Peclet numbers above ~2
-            # (c reached -4 in the 3D nucleus): exponential fitting along the edges with
-            # lumped storage keeps c >= 0 (docs/model.md). Single-ion keeps Galerkin, whose
-            # flux matches the charge equation's quadrature so that c = 1 holds to round-off.
+            # (c fell to -2.8 in the former 3D demo's nucleus; 0.52 with this): exponential
+            # fitting along the edges with lumped storage (docs/model.md, Numerics).
+            # Single-ion keeps Galerkin, whose flux matches the charge equation's
+            # quadrature so that c = 1 holds to round-off.
             origins = forms.cell_origins(self.mesh)
             flux = forms.edge_averaged_flux_term(c, phi, D, cfg.phase_field.electrons, tests.c, origins, dx)
             storage_dx = self.dx_lumped
