@@ -218,13 +218,12 @@ def dendrite_slice(grid, eta: str = "eta", beta: str = "beta") -> tuple[int, flo
     tip = x[inside][np.argmax(x[inside, 0])]
     span = np.ptp(x, axis=0)
     band = 0.02 * float(span.max())
-    best = None
+    shares = []
     for axis in (1, 2):
         near = np.abs(x[:, axis] - tip[axis]) <= band
-        share = float((b[near] > 0.5).mean()) if near.any() else 1.0
-        if best is None or share < best[0]:
-            best = (share, axis, float(tip[axis]))
-    return best[1], best[2]
+        shares.append((float((b[near] > 0.5).mean()) if near.any() else 1.0, axis))
+    _, axis = min(shares)
+    return axis, float(tip[axis])
 
 
 def plot_dendrite_3d(
@@ -293,13 +292,14 @@ def plot_dendrite_3d(
     _axes(p, b, font, line_width=max(1.0, 1.5 * scale))
     ren = p.renderer
     y = 0.93
-    for text, colour in [
+    legend = [
         ("Na metal, η = 0.5" if metal is not None else "no metal (η < 0.5 everywhere)", METAL_COLOUR),
-        ("grain boundaries, β = 0.5", GB_COLOUR) if gbs is not None else None,
+        ("grain boundaries, β = 0.5", GB_COLOUR),
         (f"electrode, x = {b[0]:g} µm", ELECTRODE_COLOUR),
-    ]:
-        if text is None:
-            continue
+    ]
+    if gbs is None:
+        del legend[1]
+    for text, colour in legend:
         square = draw_text(ren, "■", (0.03, y), font(18), h="left", v="top")
         square.GetTextProperty().SetColor(*_darker(colour))
         draw_text(ren, text, (0.065, y), font(16), h="left", v="top")
