@@ -43,6 +43,16 @@ def slice_title(title: str | None, disp) -> str:
     return f"{title}; {label}" if title else label
 
 
+def _plotter(width: int, height: int, **kwargs):
+    """An off-screen pyvista plotter on a white background with black text."""
+    import pyvista as pv
+
+    theme = pv.themes.DocumentTheme()
+    theme.background = "white"
+    theme.font.color = "black"
+    return pv.Plotter(off_screen=True, window_size=(width, height), theme=theme, **kwargs)
+
+
 def _micrometres(grid):
     """A copy of ``grid`` with coordinates in micrometres (see drawing.display_mesh)."""
     per_unit = float(grid.field_data["metres_per_unit"][0]) if "metres_per_unit" in grid.field_data else 1.0
@@ -98,10 +108,7 @@ def plot_view_3d(
     ensure_offscreen()
     height = int(0.8 * width)
     scale = width / 1200.0
-    theme = pv.themes.DocumentTheme()
-    theme.background = "white"
-    theme.font.color = "black"
-    p = pv.Plotter(off_screen=True, window_size=(width, height), theme=theme)
+    p = _plotter(width, height)
 
     metal = iso_surface(disp, eta)
     gbs = iso_surface(disp, beta) if beta else None
@@ -253,10 +260,7 @@ def plot_dendrite_3d(
     height = int(0.42 * width)
     scale = width / 1800.0
     font = lambda base: int(round(base * scale))  # noqa: E731
-    theme = pv.themes.DocumentTheme()
-    theme.background = "white"
-    theme.font.color = "black"
-    p = pv.Plotter(off_screen=True, window_size=(width, height), theme=theme, shape=(1, 2), border=False)
+    p = _plotter(width, height, shape=(1, 2), border=False)
 
     # left: the metal among the GB layers
     p.subplot(0, 0)

@@ -169,6 +169,22 @@ def _tag_grains_and_gbs(gmsh, geo, out_map, dim: int, check_voronoi: bool) -> li
     return grains
 
 
+def _tag_faces_and_refine_gbs(gmsh, spec, dim: int, grains, on_face: dict, w: float, nuclei, extent) -> None:
+    """Physical groups of the box faces (``on_face``: face tag -> entities of dimension
+    dim - 1), and the GB size fields on both sides of each GB: the band d < w/2 from the
+    grains' interior boundaries and w/2 beyond. ``extent(entity)`` measures a boundary
+    entity, for the sampling of the longest one."""
+    for face, entities in on_face.items():
+        gmsh.model.addPhysicalGroup(dim - 1, entities, face, name=FACE_NAMES[face])
+    boundary = {t for ts in on_face.values() for t in ts}
+    band = sorted(
+        {abs(t) for _, t in gmsh.model.getBoundary([(dim, g) for g in grains], combined=False, oriented=False)}
+        - boundary
+    )
+    longest = max((extent(t) for t in band), default=1.0)
+    _size_fields(gmsh, spec, dim, band, 0.5 * w, nuclei, _sampling(longest, spec.h_gb / spec.length_scale))
+
+
 def _build_tagged_2d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: np.ndarray) -> None:
     """OCC: box fragmented with the shrunk grains; the rest of the box is the GB network."""
     occ = gmsh.model.occ
@@ -192,17 +208,9 @@ def _build_tagged_2d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: 
     _, out_map = occ.fragment([(2, rect)], [(2, t) for t in surfs])
     occ.synchronize()
     grain_surfs = _tag_grains_and_gbs(gmsh, geo, out_map, 2, check_voronoi=not isinstance(geo, ImageGeometry))
-    on_face = _boundary_curves_by_face(gmsh, geo.box)
-    for face, curves in on_face.items():
-        gmsh.model.addPhysicalGroup(1, curves, face, name=FACE_NAMES[face])
-    # refine on both edges of each strip: the band (d < w/2 from its edges) and w/2 beyond
-    boundary = {c for cs in on_face.values() for c in cs}
-    band_edges = sorted(
-        {abs(t) for _, t in gmsh.model.getBoundary([(2, s) for s in grain_surfs], combined=False, oriented=False)}
-        - boundary
+    _tag_faces_and_refine_gbs(
+        gmsh, spec, 2, grain_surfs, _boundary_curves_by_face(gmsh, geo.box), w, nuclei, lambda c: occ.getMass(1, c)
     )
-    longest = max([gmsh.model.occ.getMass(1, c) for c in band_edges], default=1.0)
-    _size_fields(gmsh, spec, 2, band_edges, 0.5 * w, nuclei, _sampling(longest, spec.h_gb / spec.length_scale))
 
 
 def _boundary_curves_by_face(gmsh, box: np.ndarray) -> dict[int, list[int]]:
@@ -247,19 +255,16 @@ def _build_tagged_3d(gmsh, spec: PolycrystalSpec, geo: VoronoiGeometry, nuclei: 
     _, out_map = occ.fragment([(3, box)], [(3, v) for v in grains])
     occ.synchronize()
     grain_vols = _tag_grains_and_gbs(gmsh, geo, out_map, 3, check_voronoi=True)
-    on_face = _boundary_surfaces_by_face(gmsh, geo.box, w)
-    for face, surfs in on_face.items():
-        gmsh.model.addPhysicalGroup(2, surfs, face, name=FACE_NAMES[face])
-    # refine on both faces of each slab: the slab (d < w/2 from the grain faces) and w/2 beyond
-    boundary = {t for ts in on_face.values() for t in ts}
-    band_faces = sorted(
-        {abs(t) for _, t in gmsh.model.getBoundary([(3, v) for v in grain_vols], combined=False, oriented=False)}
-        - boundary
+    _tag_faces_and_refine_gbs(
+        gmsh,
+        spec,
+        3,
+        grain_vols,
+        _boundary_surfaces_by_face(gmsh, geo.box, w),
+        w,
+        nuclei,
+        lambda t: float(np.ptp(np.reshape(occ.getBoundingBox(2, t), (2, 3)), axis=0).max()),
     )
-    longest = max(
-        (float(np.ptp(np.reshape(occ.getBoundingBox(2, t), (2, 3)), axis=0).max()) for t in band_faces), default=1.0
-    )
-    _size_fields(gmsh, spec, 3, band_faces, 0.5 * w, nuclei, _sampling(longest, spec.h_gb / spec.length_scale))
 
 
 def _boundary_surfaces_by_face(gmsh, box: np.ndarray, w: float) -> dict[int, list[int]]:
