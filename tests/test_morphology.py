@@ -217,7 +217,7 @@ def test_isolated_metal_change(scene):
 
 def scene_phi(pb, g):
     """phi (V) = g (x - 0.7 um)^+ on open GB-band vertices, -1 V on metal, +2 V in grains."""
-    x = coords(pb, "phi")
+    x = coords(pb, "phi_i")
     eta_at = np.maximum.reduce([layer(x), gb_finger(x), disc(x)])
     in_gb = (x[1] >= BAND[0] - 1e-9) & (x[1] <= BAND[1] + 1e-9)
     return np.where(eta_at > 0.5, -1.0, np.where(in_gb, g * np.maximum(x[0] - 0.7, 0.0), 2.0))
@@ -228,12 +228,12 @@ def test_gb_phi_i_span(scene):
     stored scaled); counting metal or grain vertices gives >= 1 V."""
     pb, evaluator = scene
     g = 0.1  # V/um
-    old = pb.sub_values("phi").copy()
-    pb.set_sub("phi", scene_phi(pb, g) / pb.scaling.potential)
+    old = pb.sub_values("phi_i").copy()
+    pb.set_sub("phi_i", scene_phi(pb, g) / pb.scaling.potential)
     try:
         assert evaluator().gb_phi_i_span_V == pytest.approx(0.3 * g, rel=1e-9)
     finally:
-        pb.set_sub("phi", old)
+        pb.set_sub("phi_i", old)
 
 
 def test_smooth_beta_gives_the_same_answers():
@@ -246,7 +246,7 @@ def test_smooth_beta_gives_the_same_answers():
     beta = fem.Function(fem.functionspace(pb.mesh, ("Lagrange", 1)))
     beta.interpolate(lambda x: 0.5 * (1 - np.tanh((np.abs(x[1] - AXIS) - 0.02) / 0.004)))
     pb.beta = beta
-    pb.set_sub("phi", scene_phi(pb, 0.1) / pb.scaling.potential)
+    pb.set_sub("phi_i", scene_phi(pb, 0.1) / pb.scaling.potential)
     m = MorphologyEvaluator(pb)()
     assert m.gb_area_share == pytest.approx(0.08, rel=1e-3)
     assert m.connected_penetration_m == pytest.approx(TIP * UM, abs=0.05 * H * UM)
@@ -288,8 +288,8 @@ def test_max_interface_current(scene):
 def test_default_current_is_the_diagnostics_cell_field(scene):
     """Without an argument, |i| is the diagnostics' current_density_magnitude cell field."""
     pb, evaluator = scene
-    x = coords(pb, "phi")
-    pb.set_sub("phi", -0.2 * x[0] + 0.05 * x[1] ** 2)
+    x = coords(pb, "phi_i")
+    pb.set_sub("phi_i", -0.2 * x[0] + 0.05 * x[1] ** 2)
     cells = DiagnosticsEvaluator(pb).cell_fields()
     given = evaluator(cells["current_density_magnitude"]).max_interface_current_density_A_m2
     assert math.isfinite(given) and given > 0
@@ -419,8 +419,8 @@ def test_same_on_any_number_of_ranks():
     def evaluate(comm):
         pb = make_problem(comm)
         set_eta(pb, lambda x: np.maximum.reduce([layer(x), gb_finger(x), disc(x)]))
-        x = coords(pb, "phi")
-        pb.set_sub("phi", -0.3 * x[0] + 0.1 * np.sin(7 * x[1]))
+        x = coords(pb, "phi_i")
+        pb.set_sub("phi_i", -0.3 * x[0] + 0.1 * np.sin(7 * x[1]))
         return MorphologyEvaluator(pb)()
 
     world, alone = evaluate(COMM), evaluate(MPI.COMM_SELF)

@@ -81,7 +81,7 @@ def step(pb, solver, nucleation, t, dt):
 def uniform_field(pb, overpotential: float) -> None:
     """No metal, phi_i = 0 and phi_e = eta_loc everywhere (scaled), committed."""
     pb.set_sub("eta", 0.0)
-    pb.set_sub("phi", 0.0)
+    pb.set_sub("phi_i", 0.0)
     pb.set_sub("phi_e", overpotential / pb.scaling.potential)
     pb.commit()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,29 @@ def test_hard_kill_before_periodic_checkpoint_restarts_from_last_output(tmp_work
     with open(outdir / "timeseries.csv", newline="") as f:
         times = [float(row["t"]) for row in csv.DictReader(f)]
     assert times == pytest.approx([k * US for k in range(1, 7)], rel=1e-9)
+
+
+def test_restart_reads_checkpoint_with_the_old_potential_name(tmp_workdir, cache):
+    """Checkpoints written before the ionic potential was named phi_i record it as "phi" in
+    their field layout. Two copies of a 4 us run's checkpoints, one with its layout renamed
+    back to "phi", each restarted to 6 us: both resume from step 4 and end in the same
+    state, bit for bit. Catches the old name refused as another layout (--restart error) and
+    an old name mapped to any other field (phi_e: the layouts differ again)."""
+    first = parse_config(merge(config(cache), {"time": {"t_end": "4 us", "n_outputs": 2}}))
+    assert run_single(first, tmp_workdir / "new", COMM)["steps"] == 4
+    if COMM.rank == 0:
+        shutil.copytree(tmp_workdir / "new", tmp_workdir / "old")
+        for meta_path in (tmp_workdir / "old" / "checkpoints").glob("checkpoint-*/metadata.json"):
+            manifest = json.loads(meta_path.read_text())
+            layout = manifest["metadata"]["fields"]
+            assert [f[0] for f in layout].count("phi_i") == 1, layout
+            manifest["metadata"]["fields"] = [["phi", *f[1:]] if f[0] == "phi_i" else f for f in layout]
+            meta_path.write_text(json.dumps(manifest))
+    COMM.barrier()
+    longer = parse_config(config(cache))
+    summaries = {name: run_single(longer, tmp_workdir / name, COMM, restart=True) for name in ("new", "old")}
+    for summary in summaries.values():
+        assert summary["status"] == "completed" and summary["steps"] == 6 and summary["restarts"] == 1
+    keys = [k for k in summaries["new"] if k.startswith("integral_")]
+    assert keys
+    assert {k: summaries["old"][k] for k in keys} == {k: summaries["new"][k] for k in keys}

@@ -123,11 +123,11 @@ def boundary_current(pb: Sim, tag: int, with_source: bool = True) -> float:
     the indicator chi of the boundary's nodes, i.e. the variationally consistent boundary
     flux. ``with_source=False`` drops the deposition term (pure conduction flux).
     """
-    V = pb.subspaces["phi"][0]
+    V = pb.subspaces["phi_i"][0]
     chi = fem.Function(V)
     chi.x.array[fem.locate_dofs_topological(V, pb.dim - 1, pb.facets(tag))] = 1.0
     chi.x.scatter_forward()
-    phi = pb.fields(pb.w).phi
+    phi = pb.fields(pb.w).phi_i
     source = pb.deposition_rate(chi) if with_source else 0.0
     form = fem.form(forms.charge_residual(phi, pb.sigma_ionic, chi, source, pb.charge_source, pb.dx))
     value = COMM.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
@@ -137,10 +137,10 @@ def boundary_current(pb: Sim, tag: int, with_source: bool = True) -> float:
 
 def left_potential(pb: Sim) -> tuple[float, float]:
     """(min, max) of phi on the left electrode, V."""
-    V = pb.subspaces["phi"][0]
+    V = pb.subspaces["phi_i"][0]
     dofs = fem.locate_dofs_topological(V, pb.dim - 1, pb.facets(LEFT))
     n_owned = V.dofmap.index_map.size_local
-    vals = pb.sub_values("phi")[dofs[dofs < n_owned]] * pb.scaling.potential
+    vals = pb.sub_values("phi_i")[dofs[dofs < n_owned]] * pb.scaling.potential
     lo = COMM.allreduce(float(vals.min()) if vals.size else math.inf, op=MPI.MIN)
     hi = COMM.allreduce(float(vals.max()) if vals.size else -math.inf, op=MPI.MAX)
     return lo, hi
@@ -365,10 +365,10 @@ def _homogeneous_strip(over: dict) -> Sim:
 
 def phi_nodes(pb: Sim) -> tuple[np.ndarray, np.ndarray]:
     """(x in m, phi in V) at the owned nodes of phi on this rank."""
-    V = pb.subspaces["phi"][0]
+    V = pb.subspaces["phi_i"][0]
     n_owned = V.dofmap.index_map.size_local
     x = V.tabulate_dof_coordinates()[:n_owned, 0] * pb.scaling.length
-    return x, pb.sub_values("phi")[:n_owned] * pb.scaling.potential
+    return x, pb.sub_values("phi_i")[:n_owned] * pb.scaling.potential
 
 
 @pytest.mark.parametrize("sign", [+1, -1], ids=["plating", "stripping"])

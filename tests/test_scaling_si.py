@@ -160,10 +160,10 @@ def test_diffusion_from_reservoir_matches_erfc(scales):
     rprint(
         f"\n[erfc, scales {scales}] t = {s.t:.4f} s, max |c - erfc| = {err:.2e} (2x D would give "
         f"{sensitivity:.2f}); uptake {uptake:.6e} mol/m vs {uptake_exact:.6e} ({uptake / uptake_exact - 1:+.2e}); "
-        f"eta in [{d.eta_min}, {d.eta_max}], phi in [{gmin(s.owned('phi')[1])}, {gmax(s.owned('phi')[1])}]"
+        f"eta in [{d.eta_min}, {d.eta_max}], phi in [{gmin(s.owned('phi_i')[1])}, {gmax(s.owned('phi_i')[1])}]"
     )
     assert d.eta_min == 0.0 and d.eta_max == 0.0
-    assert gmax(np.abs(s.owned("phi")[1])) == 0.0
+    assert gmax(np.abs(s.owned("phi_i")[1])) == 0.0
     assert err < 0.02
     assert sensitivity > 4 * 0.02
     assert uptake == pytest.approx(uptake_exact, rel=0.01)
@@ -201,7 +201,7 @@ def test_uniform_relaxation_rate(kinetics):
     """
     s = relaxation_strip(kinetics)
     eta0 = 0.05
-    s.set_state(eta=eta0, c=1.0, phi=0.0)
+    s.set_state(eta=eta0, c=1.0, phi_i=0.0)
     tol = 1e-9 if kinetics == "printed" else 1e-4
     dt = 1.0
     rprint(f"\n[uniform relaxation, {kinetics}] L W = {L_MOB * W_BAR} 1/s")
@@ -247,7 +247,7 @@ def test_cosine_mode_relaxation_rate(kinetics):
     k = math.pi / LX
     V = s.pb.subspaces["eta"][0]
     full_x = V.tabulate_dof_coordinates()[:, 0] * s.pb.scaling.length
-    s.set_state(eta=1e-4 * np.cos(k * full_x), c=1.0, phi=0.0)
+    s.set_state(eta=1e-4 * np.cos(k * full_x), c=1.0, phi_i=0.0)
     X = ufl.SpatialCoordinate(s.pb.mesh)
     mode = ufl.cos(k * s.pb.scaling.length * X[0])
     dx = ufl.Measure("dx", s.pb.mesh, metadata={"quadrature_degree": 4})

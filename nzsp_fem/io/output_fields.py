@@ -112,11 +112,12 @@ class Fields:
 
     @property
     def names(self) -> list[str]:
-        return [("phi_i" if f.name == "phi" else f.name) for f in self._problem.table]
+        return [f.name for f in self._problem.table]
 
     def __getattr__(self, name: str) -> fem.Function:
         pb = self._problem
-        key = "phi" if name == "phi_i" else name
+        # ``phi`` was the field's name before the ionic potential became phi_i in both models.
+        key = "phi_i" if name == "phi" else name
         if key.startswith("_") or key not in pb.field:
             raise AttributeError(f"no field {name!r}; the fields are {', '.join(self.names)}")
         func = self._functions.get(key)

@@ -100,6 +100,8 @@ class RunRecord:
         if meta is None:
             raise OutputError(f"--restart: no intact checkpoint in {self.checkpoints}: " + "; ".join(damaged))
         stored = meta.get("fields")
+        if stored is not None:  # written before the ionic potential was named phi_i in both models
+            stored = [["phi_i", *f[1:]] if f[0] == "phi" else f for f in stored]
         if stored is not None and stored != field_layout(problem):
             raise OutputError(
                 f"--restart: {resumed.name} holds the fields {stored}, this config solves {field_layout(problem)}"

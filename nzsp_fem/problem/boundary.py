@@ -39,7 +39,7 @@ class Dirichlet:
 def electrode_potential_condition(scaling: Scaling, potential: float) -> Dirichlet:
     """The potentiostatic electrode at ``potential`` (V). With two potentials the electrode
     sets the electronic potential and the reservoir the ionic one; with one, both act on phi."""
-    field = "phi_e" if scaling.cfg.electrochemistry.potentials == "two" else "phi"
+    field = "phi_e" if scaling.cfg.electrochemistry.potentials == "two" else "phi_i"
     return Dirichlet(field, potential / scaling.potential, (LEFT,))
 
 
@@ -48,7 +48,7 @@ def dirichlet_conditions(scaling: Scaling, dim: int, electrode: bool = True) -> 
     potential (the coupled problem keeps it apart to switch it on and off)."""
     cfg = scaling.cfg
     ec = cfg.electrochemistry
-    out = [Dirichlet("phi", 0.0, (RIGHT,))]
+    out = [Dirichlet("phi_i", 0.0, (RIGHT,))]
     if ec.reservoir:
         out.append(Dirichlet("c", 0.0 if cfg.solver.log_concentration else 1.0, (RIGHT,)))
     first = electrode_segments(cfg)[0]

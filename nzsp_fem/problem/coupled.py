@@ -1,4 +1,4 @@
-"""The coupled eta / c / phi / u problem on a polycrystal, in scaled units: what is solved.
+"""The coupled eta / c / phi_i / u problem on a polycrystal, in scaled units: what is solved.
 
 The unknowns are those of the field table (problem/fields.py) in one mixed space
 (monolithic Newton). Plastic strain and equivalent plastic strain live at quadrature
@@ -173,7 +173,7 @@ class CoupledProblem:
         cfg, sc, dx = self.cfg, self.scaling, self.dx
         raw = self.unknowns(self.w)
         now, old = self.fields(self.w), self.fields(self.w_old)
-        eta, c, phi = now.eta, now.c, now.phi
+        eta, c, phi = now.eta, now.c, now.phi_i
         tests = self._views(*ufl.TestFunctions(self.W))
         p = self.ac_parameters()
         self.ac = p
@@ -258,8 +258,8 @@ class CoupledProblem:
         self.charge_residuals = {
             "ionic": lambda v: forms.charge_residual(phi, self.sigma_ionic, v, rate(v), self.charge_source, dx)
         }
-        F += self.charge_residuals["ionic"](tests.phi)
-        electrode_test = tests.phi
+        F += self.charge_residuals["ionic"](tests.phi_i)
+        electrode_test = tests.phi_i
         if self.two_potentials:
             overpotential = electrode_minus_electrolyte - p.equilibrium_potential
             anchor = cfg.solver.electronic_anchor
@@ -308,7 +308,7 @@ class CoupledProblem:
         """
         if self.two_potentials:
             return None
-        V = self.collapsed_space("phi")
+        V = self.collapsed_space("phi_i")
         phi, v = fem.Function(V), ufl.TestFunction(V)
         sigma = mix(self.scaling.conductivities(), eta0, self.beta, self.cfg.materials.mixing)
         F = forms.charge_residual(phi, sigma, v, 0.0, 0.0, self.dx)
@@ -316,7 +316,7 @@ class CoupledProblem:
         if electrode is not None:
             F += electrode
         bcs = build_dirichlet(
-            self.dirichlet, lambda name: V if name == "phi" else None, self.poly.facet_tags, self.dim - 1
+            self.dirichlet, lambda name: V if name == "phi_i" else None, self.poly.facet_tags, self.dim - 1
         )
         return F, phi, bcs
 
@@ -399,7 +399,7 @@ class CoupledProblem:
         """Scale the potentials and shift phi_e in the current and the earlier states
         (w_old, and w_prev, which the time stepper's predictor reads): no potential
         enters a time derivative, and a retry after a failed attempt starts from w_old."""
-        names = [n for n in ("phi", "phi_e") if n in self.subspaces]
+        names = [n for n in ("phi_i", "phi_e") if n in self.subspaces]
         for state in (self.w, self.w_old, self.w_prev):
             for name in names:
                 dofs = self.subspaces[name][1]

@@ -88,8 +88,8 @@ class DiagnosticsEvaluator:
 
     def __init__(self, problem: CoupledProblem):
         self.problem = pb = problem
-        eta, c, phi = (getattr(pb.fields(pb.w), k) for k in ("eta", "c", "phi"))
-        V = pb.collapsed_space("phi")
+        eta, c, phi = (getattr(pb.fields(pb.w), k) for k in ("eta", "c", "phi_i"))
+        V = pb.collapsed_space("phi_i")
         chi_left, chi_right = (self._indicator(V, tag) for tag in (LEFT, RIGHT))
         grad = ufl.grad(phi)
         current = pb.sigma_ionic * ufl.sqrt(ufl.dot(grad, grad) + 1e-300)
@@ -191,7 +191,7 @@ class DiagnosticsEvaluator:
         n_owned, gb = self._n_owned, self._gb
         eta_vals = pb.sub_values("eta")[:n_owned]
         c_vals = pb.physical_values("c")[:n_owned]
-        phi_gb = pb.sub_values("phi")[:n_owned][gb]
+        phi_gb = pb.sub_values("phi_i")[:n_owned][gb]
 
         def gmin(a):
             return self._allreduce(float(a.min()) if a.size else np.inf, MPI.MIN)
@@ -246,7 +246,7 @@ class DiagnosticsEvaluator:
         sc = pb.scaling
         dg0 = fem.functionspace(pb.mesh, ("DG", 0))
         dg0_vector = fem.functionspace(pb.mesh, ("DG", 0, (pb.dim,)))
-        phi = pb.fields(pb.w).phi
+        phi = pb.fields(pb.w).phi_i
         i_vec = -pb.sigma_ionic * ufl.grad(phi) * sc.current_density
         averages = {
             "current_density": CellAverage(i_vec, dg0_vector, pb.dx),

@@ -88,10 +88,11 @@ def field_table(scaling: Scaling, dim: int) -> tuple[Field, ...]:
             description="Na+ concentration / c0",
         )
     )
-    # One potential: the paper's phi. Two: phi is the ionic (electrolyte) potential phi_i.
+    # One potential: the paper's phi, named phi_i in both models (it is the potential of
+    # the electrolyte's Na+ current); two: phi_e joins it.
     table.append(
         Field(
-            "phi",
+            "phi_i",
             (),
             1,
             sc.potential,

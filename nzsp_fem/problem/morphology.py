@@ -443,7 +443,7 @@ class MorphologyEvaluator:
         self._n_cells = n_cells = pb.mesh.topology.index_map(dim).size_local
         # Local eta dof -> local phi dof, cell by cell (both P1 on the same cells).
         self._phi_dof = np.empty(imap.size_local + imap.num_ghosts, dtype=np.int32)
-        self._phi_dof[V.dofmap.list.ravel()] = pb.collapsed_space("phi").dofmap.list.ravel()
+        self._phi_dof[V.dofmap.list.ravel()] = pb.collapsed_space("phi_i").dofmap.list.ravel()
         self._phi_dof = self._phi_dof[:n_owned]
 
         coords = V.tabulate_dof_coordinates()[:n_owned, :dim]
@@ -496,7 +496,7 @@ class MorphologyEvaluator:
         """|i| = |sigma_ionic grad phi_i| (A/m^2) per cell, as the diagnostics' cell field."""
         if self._current_average is None:
             pb = self.problem
-            i_vec = -pb.sigma_ionic * ufl.grad(pb.fields(pb.w).phi) * pb.scaling.current_density
+            i_vec = -pb.sigma_ionic * ufl.grad(pb.fields(pb.w).phi_i) * pb.scaling.current_density
             dg0 = fem.functionspace(pb.mesh, ("DG", 0))
             self._current_average = CellAverage(ufl.sqrt(ufl.dot(i_vec, i_vec)), dg0, pb.dx)
         return self._current_average()
@@ -510,7 +510,7 @@ class MorphologyEvaluator:
         local = np.concatenate(
             [
                 pb.sub_values("eta")[:n],
-                pb.sub_values("phi")[self._phi_dof] * pb.scaling.potential,
+                pb.sub_values("phi_i")[self._phi_dof] * pb.scaling.potential,
                 current.x.array[current.function_space.dofmap.list[:nc, 0]],
             ]
         )

@@ -163,7 +163,7 @@ class Nucleation:
         cell_dofs = V_eta.dofmap.list[:n_local]
         self._dofs = {
             name: np.asarray(pb.subspaces[name][1])[pb.collapsed_space(name).dofmap.list[:n_local]]
-            for name in ("eta", "c", "phi", "phi_e")
+            for name in ("eta", "c", "phi_i", "phi_e")
         }
         coords = V_eta.tabulate_dof_coordinates()[:, :dim] * l0
         self._vertices = coords[cell_dofs]
@@ -211,7 +211,7 @@ class Nucleation:
     def overpotential(self, w=None) -> np.ndarray:
         """eta_loc = phi_e - phi_i - E_eq (V) per owned cell (P1: the centroid value)."""
         w = w or self.problem.w
-        return (self._cell_mean("phi_e", w) - self._cell_mean("phi", w)) * self.volt - self.equilibrium
+        return (self._cell_mean("phi_e", w) - self._cell_mean("phi_i", w)) * self.volt - self.equilibrium
 
     def rates(self, w=None) -> tuple[np.ndarray, np.ndarray]:
         """(J per owned cell, eta_loc): J = 0 in and at metal (a vertex with eta >= METAL)."""
@@ -315,7 +315,7 @@ class Nucleation:
         if self.active:
             w = pb.w_old
             eta_old = self._cell_mean("eta", w, owned=False)
-            eta_a = (self._cell_mean("phi_e", w, owned=False) - self._cell_mean("phi", w, owned=False)) - self._eq
+            eta_a = (self._cell_mean("phi_e", w, owned=False) - self._cell_mean("phi_i", w, owned=False)) - self._eq
             c = np.exp(self._cell_mean("c", w, owned=False)) if pb.log_c else self._cell_mean("c", w, owned=False)
             n, alpha = pb.ac.electrons, pb.ac.alpha
             cathodic = c * np.exp(-alpha * n * eta_a) - np.exp((1 - alpha) * n * eta_a)

@@ -76,9 +76,9 @@ class CoupledSolver:
         if startup is not None:
             F, phi, bcs = startup
             _solve_once(F, phi, bcs, linear_startup_options(), "nzsp_init_phi_", "initial potential solve")
-            pb.set_sub("phi", phi.x.array)
+            pb.set_sub("phi_i", phi.x.array)
         else:
-            for index, name in enumerate(("phi", "phi_e")):
+            for index, name in enumerate(("phi_i", "phi_e")):
                 x = pb.collapsed_space(name).tabulate_dof_coordinates().T
                 pb.set_sub(name, pb.initial_potentials(x)[index])
         if pb.mechanics:
