@@ -38,9 +38,9 @@ from nzsp_fem.config import ConfigError, parse_config
 from nzsp_fem.mesh import build_polycrystal, spec_from_config
 from nzsp_fem.physics.nucleation import BOLTZMANN, NucleationLaw, atomic_layer, critical_barrier
 from nzsp_fem.physics.parameters import FARADAY
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
-from nzsp_fem.problem.nucleation import Nucleation, draw_insertions, write_nuclei_csv
-from nzsp_fem.solver import CoupledSolver
+from nzsp_fem.problem import CoupledProblem
+from nzsp_fem.problem.nucleation import Nucleation, NucleationObserver, draw_insertions, write_nuclei_csv
+from nzsp_fem.run import Simulation
 
 COMM = MPI.COMM_WORLD
 MESH_CACHE = str(Path(__file__).resolve().parents[1] / "meshes")
@@ -61,21 +61,26 @@ BASE = {
 DT = 5e-5  # s: hold_time / HOLD_STEPS
 
 
-def build(over: dict | None = None, comm=COMM):
-    cfg = parse_config(merge(BASE, over or {}))
-    poly = build_polycrystal(spec_from_config(cfg), comm, cache_dir=MESH_CACHE)
-    pb = CoupledProblem(cfg, poly)
-    solver = CoupledSolver(pb)
-    solver.initialize()
-    return pb, solver, Nucleation(pb)
+def build(over: dict | None = None, comm=COMM, time: dict | None = None):
+    """A Simulation of BASE (+ over) started (initialised), and its nucleation controller.
+    Every step below goes through the production loop (``Simulation.step``)."""
+    sim = Simulation(parse_config(merge(BASE, merge(over or {}, {"time": time or {}}))), comm)
+    sim.start()
+    return sim, nucleation_of(sim)
 
 
-def step(pb, solver, nucleation, t, dt):
-    nucleation.before_step(t, dt)
-    report = solver.try_step(t, dt)
-    assert report.converged, f"t = {t:.3e} s: {report.reason_name}"
-    pb.commit()
-    return nucleation.after_step(t, dt)
+def nucleation_of(sim) -> Nucleation:
+    (observer,) = [o for o in sim._observers if isinstance(o, NucleationObserver)]
+    return observer.nucleation
+
+
+def step(sim, dt: float | None = None) -> list:
+    """One accepted step (of exactly dt if given, else by the loop's step rule); the
+    nuclei it inserted."""
+    nuc = nucleation_of(sim)
+    before = len(nuc.nuclei)
+    sim.step(dt)
+    return nuc.nuclei[before:]
 
 
 def uniform_field(pb, overpotential: float) -> None:
@@ -149,12 +154,13 @@ def test_sampler_has_the_poisson_mean():
 @functools.lru_cache(maxsize=None)
 def bare(over_json: str = "{}"):
     """A built, initialised problem and its controller (the state is each test's own)."""
-    return build(json.loads(over_json))
+    sim, nuc = build(json.loads(over_json))
+    return sim.problem, nuc
 
 
 def test_uniform_field_gives_j_times_the_domain():
     """Both phases leak electrons here, so the supply gate passes everywhere."""
-    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    pb, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
     uniform_field(pb, -0.3)
     J = float(nuc.law.rate(-0.3, 1.0))
     total = nuc.total_rate()
@@ -169,7 +175,7 @@ def test_step_limit_counts_only_open_cells():
     """The rate that sets max_dt leaves out the cells the acceptance test would refuse
     (here: within 2 (R + w) of a forming nucleus), checked against a brute-force sum; the
     step is never capped below hold/40, and is exactly that while a nucleus forms."""
-    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    pb, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
     uniform_field(pb, -0.2)  # a moderate rate: the expected-count cap lies above hold/40
     floor = nuc.law.hold_time / 40
     try:
@@ -220,6 +226,7 @@ def test_uniform_field_in_3d(tmp_workdir):
             "nuclei": {"positions": []},
             "mechanics": {"enabled": False},
             "materials": {"grain": {"electronic_conductivity": 1.0}},
+            "phase_field": {"reaction_ramp_time": 0.0},  # draws from t = 0
             "nucleation": {"enabled": True, "radius": "40 nm"},
         }
     )
@@ -239,9 +246,37 @@ def test_uniform_field_in_3d(tmp_workdir):
     assert path.read_text().splitlines()[0] == "time_s,x_m,y_m,z_m,radius_m,region,eta_loc_V"
 
 
+def test_no_draws_during_the_start_up_ramp():
+    """While L_eta is ramped up (phase_field.reaction_ramp_time) nothing is drawn, however
+    high the rate, and the step is not capped by it but lands on the ramp's end; from a
+    step that begins at the ramp's end on, the same field inserts."""
+    ramp = 1.0  # s: long against the steps below (the field is set by hand, not solved)
+    pb, nuc = bare(
+        json.dumps(
+            {
+                "materials": {"grain": {"electronic_conductivity": 1.0}},
+                "phase_field": {"reaction_ramp_time": ramp},
+            }
+        )
+    )
+    uniform_field(pb, -0.3)
+    step = 100 / nuc.total_rate()  # ~100 expected insertions per step
+    try:
+        assert ramp > 10 * step
+        assert nuc.max_dt(0.0) == math.inf and nuc.next_event_time(0.0) == ramp
+        during = [n for k in range(10) for n in nuc.after_step(k * step, step)]
+        assert during == [] and nuc.counter == 0
+        assert nuc.max_dt(ramp) < math.inf and nuc.next_event_time(ramp) is None
+        after = nuc.after_step(ramp, step)
+        rprint(f"\n[ramp] {len(during)} nuclei in 10 steps of the ramp, {len(after)} in the step after it")
+        assert after and all(n.time == ramp + step for n in after)
+    finally:
+        nuc.restore({"counter": 0, "active": [], "nuclei": []})
+
+
 @pytest.mark.parametrize("case", ["no prefactor", "anodic"])
 def test_no_nucleus_without_rate(case):
-    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    pb, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
     if case == "no prefactor":
         uniform_field(pb, -0.3)
         nuc.law = type(nuc.law)(**{**nuc.law.__dict__, "prefactor": 0.0})
@@ -264,7 +299,7 @@ def test_restored_controller_draws_the_same_nuclei(tmp_workdir, monkeypatch):
     # No solve forms these nuclei: count every core as formed at its hold end, so each
     # step retires the last step's nuclei and re-opens the field.
     monkeypatch.setattr(nucleation_module, "FORMED", -math.inf)
-    pb, _, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
+    pb, nuc = bare(json.dumps({"materials": {"grain": {"electronic_conductivity": 1.0}}}))
     uniform_field(pb, -0.3)
     nuc.restore({"counter": 0, "active": [], "nuclei": []})
     dt = nuc.law.hold_time
@@ -299,13 +334,13 @@ def test_restored_controller_draws_the_same_nuclei(tmp_workdir, monkeypatch):
 
 @pytest.mark.parametrize("gb_sigma", [1.0, 1e-8])
 def test_electrons_leaking_through_the_gb_put_nuclei_there(gb_sigma):
-    pb, solver, nuc = build({"materials": {"grain_boundary": {"electronic_conductivity": gb_sigma}}})
-    t, dt = 0.0, 1e-5
-    for _ in range(2):  # the plating field, no draws yet
-        nuc.before_step(t, dt)
-        assert solver.try_step(t, dt).converged
-        pb.commit()
-        t += dt
+    sim, nuc = build({"materials": {"grain_boundary": {"electronic_conductivity": gb_sigma}}})
+    (observer,) = sim._observers
+    sim.remove_observer(observer)  # the plating field, no draws yet
+    for _ in range(2):
+        sim.step(1e-5)
+    sim.add_observer(observer)
+    t = sim.t
     J, eta_loc = nuc.rates()
     expected = J * nuc.sizes[: nuc.n_owned]
     in_gb = COMM.allreduce(float(expected[nuc.in_gb].sum()))
@@ -327,23 +362,21 @@ def test_electrons_leaking_through_the_gb_put_nuclei_there(gb_sigma):
 
 
 def test_na_and_charge_balance_through_an_insertion():
-    pb, solver, nuc = build()
-    diagnostics = DiagnosticsEvaluator(pb)
-    cfg = pb.cfg
+    sim, nuc = build()
+    pb, cfg = sim.problem, sim.cfg
     l0 = cfg.scales.length
     faraday_volume = cfg.phase_field.electrons * FARADAY * cfg.electrochemistry.c_metal
-    t, inserted = 0.0, []
-    before = diagnostics()
+    inserted: list = []
+    before = sim.diagnostics
     worst = {"electrode": 0.0, "reservoir": 0.0, "stored": 0.0, "c": 0.0}
     steps = 0
-    while not inserted or t < inserted[0].hold_end - 1e-12:
-        new = step(pb, solver, nuc, t, DT)
-        t += DT
+    while not inserted or sim.t < inserted[0].hold_end - 1e-12:
+        new = step(sim, DT)
         steps += 1
         if new and not inserted:
             inserted = new
             nuc.law = type(nuc.law)(**{**nuc.law.__dict__, "prefactor": 0.0})  # one insertion only
-        d = diagnostics()
+        d = sim.diagnostics
         scale = abs(d.deposition_current_A)
         stored = faraday_volume * (d.integral_eta - before.integral_eta) * l0**2 / DT
         worst["electrode"] = max(worst["electrode"], abs(d.electrode_current_A + d.anchor_current_A - scale) / scale)
@@ -368,8 +401,7 @@ def test_na_and_charge_balance_through_an_insertion():
     core, amount = disc()
     assert nuc.active == [] and nuc.max_dt() == math.inf  # retired; J0 = 0 now
     for _ in range(10):  # without forcing: the nucleus grows on by its own reaction
-        step(pb, solver, nuc, t, DT)
-        t += DT
+        step(sim, DT)
     core_after, amount_after = disc()
     rprint(
         f"\n[balance] nucleus at {np.round(centre * 1e9)} nm ({nucleus.region}, "
@@ -395,26 +427,27 @@ def test_a_nucleus_that_cannot_form_in_its_hold_keeps_forming():
     from nzsp_fem.problem.nucleation import FORMED, HOLD_STEPS, SETTLED_STEPS
 
     hold = 5e-4
-    pb, solver, nuc = build({"nucleation": {"hold_time": hold}})
-    diagnostics = DiagnosticsEvaluator(pb)
-    cfg = pb.cfg
+    # The loop's own step rule, without accuracy control: steps of at most hold/SETTLED_STEPS,
+    # cut by the controller's limits (hold/HOLD_STEPS while a nucleus is in its hold) and
+    # landing on its events.
+    free = {"dt_initial": hold / HOLD_STEPS, "dt_max": hold / SETTLED_STEPS, "t_end": 1.0}
+    free |= {"error_tolerance": None, "max_interface_change": None}
+    sim, nuc = build({"nucleation": {"hold_time": hold}}, time=free)
+    cfg = sim.cfg
     faraday_volume = cfg.phase_field.electrons * FARADAY * cfg.electrochemistry.c_metal
     spacing = 2 * (nuc.radius + nuc.width)
-    t, first, past_hold, limits = 0.0, None, [], set()
-    before = diagnostics()
+    first, past_hold, limits = None, [], set()
+    before = sim.diagnostics
     worst = {"electrode": 0.0, "reservoir": 0.0, "stored": 0.0, "c": 0.0}
     for _ in range(80):
-        limit = nuc.max_dt(t)
-        dt = min(limit, hold / HOLD_STEPS) if math.isinf(limit) else limit
-        event = nuc.next_event_time(t)
-        if event is not None and t + dt > event:
-            dt = event - t
-        new = step(pb, solver, nuc, t, dt)
-        t += dt
+        known = len(nuc.nuclei)
+        info = sim.step()
+        assert info is not None, sim.reason
+        new, t, dt = nuc.nuclei[known:], info.t, info.dt
         for n in new:  # never on or beside a nucleus that is still forming
             assert all(math.dist(n.position, m.position) >= spacing for m in nuc.active if m is not n)
         first = first or (new[0] if new else None)
-        d = diagnostics()
+        d = sim.diagnostics
         scale = abs(d.deposition_current_A)
         stored = faraday_volume * (d.integral_eta - before.integral_eta) * cfg.scales.length**2 / dt
         worst["electrode"] = max(worst["electrode"], abs(d.electrode_current_A + d.anchor_current_A - scale) / scale)
@@ -458,11 +491,10 @@ def test_a_nucleus_that_cannot_form_in_its_hold_keeps_forming():
 
 
 def nuclei_of(comm) -> list:
-    pb, solver, nuc = build({}, comm)
-    t, found = 0.0, []
+    sim, _ = build({}, comm)
+    found = []
     for _ in range(4):
-        found += step(pb, solver, nuc, t, DT)
-        t += DT
+        found += step(sim, DT)
     return [(n.time, n.cell, n.position, n.region, n.overpotential) for n in found]
 
 
@@ -514,8 +546,6 @@ def read_rows(path: Path) -> list[list[str]]:
 def loop_runs(tmp_path_factory):
     """The reference run, and the same run stopped after STOP steps (time.max_steps: its
     final checkpoint) and restarted from that checkpoint (``run(restart=True)``)."""
-    from nzsp_fem.run import Simulation
-
     root = Path(COMM.bcast(str(tmp_path_factory.mktemp("nucleation-loop")), root=0))
     cfg = parse_config(merge(BASE, LOOP))
     runs = {}
@@ -613,15 +643,13 @@ def test_final_figure_marks_the_nuclei(loop_runs):
 def test_loop_nuclei_do_not_depend_on_the_partition(loop_runs):
     """The loop on this communicator (2 ranks under mpirun -n 2) inserts what one rank alone
     inserts, stepping the same run by hand."""
-    from nzsp_fem.run import Simulation
-
     root, _ = loop_runs
     here = read_rows(root / "reference" / "nuclei.csv")[1:]
     COMM.barrier()
     sim = Simulation(parse_config(merge(BASE, LOOP)), MPI.COMM_SELF)
     while not sim.finished:
         sim.step()
-    nucleation = sim._observers[0].nucleation
+    nucleation = nucleation_of(sim)
     alone = [n.row() for n in nucleation.nuclei]
     sim.close()
     rprint(f"\n[loop partition] {COMM.size} rank(s): {len(here)} nuclei; 1 rank: {len(alone)}")
@@ -639,8 +667,6 @@ def test_saturated_insertion_keeps_the_step_at_the_hold_floor():
     inserts every non-overlapping candidate (the GB fills with nuclei at least 2 (R + w)
     apart, and no open cell is left), and the next step, the first with the nuclei
     forming, is hold/40 again."""
-    from nzsp_fem.run import Simulation
-
     hold = 2e-3
     floor = hold / 40
     cfg = merge(
@@ -659,7 +685,7 @@ def test_saturated_insertion_keeps_the_step_at_the_hold_floor():
         },
     )
     sim = Simulation(parse_config(cfg))
-    nucleation = sim._observers[0].nucleation
+    nucleation = nucleation_of(sim)
     sim.start()
     open_rate = nucleation.open_rate()
     limits, steps = [], []
@@ -721,7 +747,7 @@ def test_cli_reports_bad_nucleation_input_on_one_line(tmp_path):
 def test_off_leaves_the_residual_untouched():
     """Off (the default), the forcing is not in the residual at all, so results are those
     of the code without nucleation bit for bit; on, it is."""
-    on, _, _ = bare()
+    on, _ = bare()
     cfg = parse_config(merge(BASE, {"nucleation": {"enabled": False}}))
     off = CoupledProblem(cfg, on.poly)
     assert off.nucleation_force not in off.F.coefficients()
