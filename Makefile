@@ -4,7 +4,7 @@ ENV    := bin/nzsp-env
 PYTEST := python3 -m pytest -q -p no:cacheprovider
 NP     ?= 2
 
-.PHONY: all test test-serial test-mpi demo bench runtime lint format clean-results
+.PHONY: all test test-serial test-mpi demo bench bench-fipy runtime lint format clean-results
 
 all: test
 
@@ -25,6 +25,18 @@ demo: runtime
 
 bench: runtime
 	$(ENV) python3 -m benchmarks.bench
+
+# nzsp-fem against FiPy on configs/bench/fipy_reduced.yaml (issue 19, item 7). FiPy lives in
+# its own venv from PyPI, never in the runtime; the driver runs on the host python3 and
+# starts each run, 1 core each, in its own process (nzsp-fem through $(ENV)).
+FIPY_VENV := .venv-fipy
+$(FIPY_VENV)/.installed:
+	python3 -m venv $(FIPY_VENV)
+	$(FIPY_VENV)/bin/pip install -q fipy==4.0.3 numpy==2.4.6 scipy==1.17.1
+	touch $@
+
+bench-fipy: runtime $(FIPY_VENV)/.installed
+	python3 benchmarks/fipy_table.py
 
 # Linters come from PyPI (requirements-lint.txt) into a local venv; they need no DOLFINx.
 LINT_VENV := .venv-lint

@@ -1,0 +1,241 @@
+"""nzsp-fem against FiPy at equal accuracy on configs/bench/fipy_reduced.yaml (issue 19, item 7).
+
+Runs on the host python3 (standard library only): `make bench-fipy`, or
+
+    python3 benchmarks/fipy_table.py [--repeats 3] [--nzsp-h 20,10,5] [--fipy-h 20,10] ...
+
+Each run is its own process on one core, one after the other: nzsp-fem through
+bin/nzsp-env (benchmarks/fipy_compare.py), FiPy in .venv-fipy (benchmarks/fipy_reduced.py).
+Runs are appended to results/fipy-bench/runs.jsonl and reused by the next call (delete
+the file to measure afresh), so a sequence can be built up over several calls.
+
+From each code's mesh sequence the metal fraction at t_end is Richardson-extrapolated
+(f(h) = f0 + C h^p through the three finest sizes, p solved for); the reference is
+nzsp-fem's f0 unless --reference says otherwise. For each code and accuracy level the
+table gives the cheapest run (least of its repeats' wall times) whose metal fraction is
+within the level of the reference, and the ratio FiPy / nzsp-fem of those times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRATCH = REPO / "results" / "fipy-bench"
+FIPY_PYTHON = REPO / ".venv-fipy" / "bin" / "python"
+LEVELS = (0.01, 0.005)
+
+
+def _sizes(text: str) -> list[float]:
+    return [float(x) * 1e-9 for x in text.split(",") if x.strip()]
+
+
+def _key(run: dict) -> tuple:
+    return (run["code"], round(run["h_m"] * 1e12), run.get("preset_requested"))
+
+
+def _load_runs(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _child(cmd: list[str], timeout: float) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = proc.stdout
+    return json.loads(out[out.index("{") : out.rindex("}") + 1])
+
+
+def write_params(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(REPO / "bin" / "nzsp-env"), "python3", "-m", "benchmarks.fipy_compare", "params", str(path)],
+        check=True,
+        cwd=REPO,
+    )
+
+
+def measure(code: str, h: float, preset: str | None, params: Path, timeout: float) -> dict:
+    """One run in a fresh process, with the load average before and after it."""
+    if code == "fipy":
+        cmd = [str(FIPY_PYTHON), str(REPO / "benchmarks" / "fipy_reduced.py"), str(params), "--h", repr(h)]
+    else:
+        cmd = [str(REPO / "bin" / "nzsp-env"), "python3", "-m", "benchmarks.fipy_compare", "nzsp", "--h", repr(h)]
+        if preset:
+            cmd += ["--preset", preset]
+    load_before = os.getloadavg()[0]
+    started = time.time()
+    result = _child(cmd, timeout)
+    result.update(
+        preset_requested=preset,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+        started=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
+    )
+    return result
+
+
+def richardson(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """(f0, p) of f(h) = f0 + C h^p through the three finest (h, f), or None if the three
+    do not converge monotonically (no such p in [0.25, 6])."""
+    if len(points) < 3:
+        return None
+    (h1, f1), (h2, f2), (h3, f3) = sorted(points)[:3][::-1]  # h1 > h2 > h3
+
+    def mismatch(p: float) -> float:
+        return (f1 - f2) * (h2**p - h3**p) - (f2 - f3) * (h1**p - h2**p)
+
+    lo, hi = 0.25, 6.0
+    if (f1 - f2) * (f2 - f3) <= 0 or mismatch(lo) * mismatch(hi) > 0:
+        return None
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mismatch(lo) * mismatch(mid) <= 0:
+            hi = mid
+        else:
+            lo = mid
+    p = 0.5 * (lo + hi)
+    f0 = f3 - (f2 - f3) * h3**p / (h2**p - h3**p)
+    return f0, p
+
+
+def summarise(runs: list[dict], reference: str) -> dict:
+    """Per (code, preset, h): metal fraction, least wall time, repeats; the extrapolations,
+    the reference, and the cheapest run per code and level."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(_key(run), []).append(run)
+    rows = []
+    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][2]), -kv[0][1])):
+        best = min(members, key=lambda r: r["wall_s"])
+        rows.append(
+            {
+                "code": key[0],
+                "preset": best.get("preset", "") if key[0] == "nzsp-fem" else "SuperLU",
+                "preset_requested": key[2],
+                "h_nm": key[1] / 1e3,
+                "unknowns": best["unknowns"],
+                "metal_fraction": best["metal_fraction"],
+                "spread": max(r["metal_fraction"] for r in members) - min(r["metal_fraction"] for r in members),
+                "steps": best["steps"],
+                "iterations": best.get("newton", best.get("sweeps")),
+                "wall_s": best["wall_s"],
+                "repeats": len(members),
+                "per_step_ms": 1e3 * best["wall_s"] / max(best["steps"], 1),
+                "c_min": best["c_min"],
+                "eta_min": best["eta_min"],
+                "load": [min(r["load_before"] for r in members), max(r["load_after"] for r in members)],
+            }
+        )
+    extrapolated = {}
+    for code in ("nzsp-fem", "fipy"):
+        # One value per mesh size (the default preset for nzsp-fem: same discretisation).
+        points = {(r["h_nm"], r["metal_fraction"]) for r in rows if r["code"] == code and not r["preset_requested"]}
+        fit = richardson(sorted(points))
+        if fit:
+            extrapolated[code] = {"f0": fit[0], "order": fit[1], "sizes_nm": sorted(h for h, _ in points)[:3]}
+    ref = extrapolated.get(reference, {}).get("f0")
+    cheapest: dict[str, dict] = {}
+    if ref:
+        for row in rows:
+            row["error"] = row["metal_fraction"] / ref - 1
+        for code in ("nzsp-fem", "fipy"):
+            for level in LEVELS:
+                ok = [r for r in rows if r["code"] == code and abs(r["error"]) <= level]
+                if ok:
+                    cheapest[f"{code} {level}"] = min(ok, key=lambda r: r["wall_s"])
+    return {"rows": rows, "extrapolated": extrapolated, "reference": ref, "cheapest": cheapest}
+
+
+def markdown(summary: dict) -> str:
+    lines = []
+    ref = summary["reference"]
+    ex = summary["extrapolated"]
+    for code, fit in ex.items():
+        sizes = ", ".join(f"{h:g}" for h in fit["sizes_nm"])
+        lines.append(
+            f"- {code}: metal fraction at 1 ms extrapolated to h -> 0 from h = {sizes} nm: "
+            f"**{fit['f0']:.5f}** (observed order {fit['order']:.2f})"
+        )
+    lines.append("")
+    lines.append(
+        "| code | solver | h (nm) | unknowns | metal fraction | error | steps | Newton its / sweeps "
+        "| wall (s), least of | repeats | per step (ms) | c_min | eta_min | load (1 min) |"
+    )
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in summary["rows"]:
+        err = f"{100 * r['error']:+.2f} %" if "error" in r else ""
+        lines.append(
+            f"| {r['code']} | {r['preset']} | {r['h_nm']:g} | {r['unknowns']} | {r['metal_fraction']:.5f} | {err} "
+            f"| {r['steps']} | {r['iterations']} | {r['wall_s']:.1f} | {r['repeats']} | {r['per_step_ms']:.0f} "
+            f"| {r['c_min']:.3g} | {r['eta_min']:.3g} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |"
+        )
+    if ref:
+        lines.append("")
+        lines.append("| accuracy | nzsp-fem: cheapest run | FiPy: cheapest run | FiPy / nzsp-fem |")
+        lines.append("|---|---|---|---:|")
+        ch = summary["cheapest"]
+        for level in LEVELS:
+            a, b = ch.get(f"nzsp-fem {level}"), ch.get(f"fipy {level}")
+
+            def cell(r):
+                if r is None:
+                    return "none in the sequence"
+                return f"{r['wall_s']:.1f} s ({r['h_nm']:g} nm, {r['unknowns']} unknowns, {r['preset']})"
+
+            ratio = f"{b['wall_s'] / a['wall_s']:.2f}" if a and b else "n/a"
+            lines.append(f"| within {100 * level:g} % | {cell(a)} | {cell(b)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="runs per case (the least wall time counts)")
+    ap.add_argument("--nzsp-h", default="20,16,13.333,11.429,10,8,6.667,5", help="nzsp-fem cell sizes (nm)")
+    ap.add_argument("--nzsp-presets", default="", help="also run these presets, e.g. iterative,direct")
+    ap.add_argument("--fipy-h", default="20,16,13.333,10", help="FiPy cell sizes (nm)")
+    ap.add_argument("--reference", choices=["nzsp-fem", "fipy"], default="nzsp-fem")
+    ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--report-only", action="store_true", help="summarise the recorded runs, run nothing")
+    args = ap.parse_args(argv)
+
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    store = SCRATCH / "runs.jsonl"
+    params = SCRATCH / "params.json"
+    runs = _load_runs(store)
+    if not args.report_only:
+        write_params(params)
+        cases = [("nzsp-fem", h, None) for h in _sizes(args.nzsp_h)]
+        cases += [("nzsp-fem", h, p) for p in args.nzsp_presets.split(",") if p for h in _sizes(args.nzsp_h)]
+        cases += [("fipy", h, None) for h in _sizes(args.fipy_h)]
+        for code, h, preset in cases:
+            have = sum(1 for r in runs if _key(r) == (code, round(h * 1e12), preset))
+            for _ in range(have, args.repeats):
+                result = measure(code, h, preset, params, args.timeout)
+                runs.append(result)
+                with store.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+                print(
+                    f"{code} {preset or ''} h={h * 1e9:g} nm: metal {result['metal_fraction']:.5f}, "
+                    f"{result['wall_s']:.1f} s, load {result['load_before']:.1f}",
+                    flush=True,
+                )
+    summary = summarise(runs, args.reference)
+    (SCRATCH / "summary.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(summary)
+    (SCRATCH / "table.md").write_text(text + "\n")
+    print(text)
+    return 0 if summary["reference"] and all(math.isfinite(r["metal_fraction"]) for r in summary["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
