@@ -39,8 +39,9 @@ prototype's Simulation needed. The guarantees do not depend on the writer: free 
 checked before any writer opens a file, and the size/SHA-256 record, the temporary
 directory, ``latest`` and keep-N pruning act on whatever files it leaves; ``write_mesh``
 and ``write_function`` past a file-size limit raise RuntimeError ("couldn't write ...
-File too large") rather than abort, so the one-line error holds. tests/test_checkpoint.py
-keeps the exact N -> M read (tags and quadrature included) and the scrambled read above.
+File too large") rather than abort, so the one-line error holds. Kept as tests: the exact
+N -> M read (tags, quadrature) and the scrambled read above in tests/test_checkpoint.py,
+the restart on the read mesh (1 -> 2 ranks) in tests/test_checkpoint_read_mesh.py.
 
 Not switched, for the order of a restart, not for the I/O: the mesh would come from the
 checkpoint, so the checkpoint must be chosen (directory lock held, records checked, damaged
