@@ -47,8 +47,13 @@ def _load_runs(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# One core per run: no BLAS or OpenMP threads on top of the single process.
+ONE_CORE = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _child(cmd: list[str], timeout: float) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    env = dict(os.environ, **ONE_CORE)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = proc.stdout
@@ -77,6 +82,7 @@ def measure(code: str, h: float, preset: str | None, params: Path, timeout: floa
     result = _child(cmd, timeout)
     result.update(
         preset_requested=preset,
+        one_core=True,
         load_before=load_before,
         load_after=os.getloadavg()[0],
         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
@@ -129,6 +135,7 @@ def summarise(runs: list[dict], reference: str) -> dict:
                 "steps": best["steps"],
                 "iterations": best.get("newton", best.get("sweeps")),
                 "wall_s": best["wall_s"],
+                "cpu_s": min((r["cpu_s"] for r in members if "cpu_s" in r), default=float("nan")),
                 "repeats": len(members),
                 "per_step_ms": 1e3 * best["wall_s"] / max(best["steps"], 1),
                 "c_min": best["c_min"],
@@ -169,14 +176,15 @@ def markdown(summary: dict) -> str:
     lines.append("")
     lines.append(
         "| code | solver | h (nm) | unknowns | metal fraction | error | steps | Newton its / sweeps "
-        "| wall (s), least of | repeats | per step (ms) | c_min | eta_min | load (1 min) |"
+        "| wall (s), least | CPU (s), least | repeats | per step (ms, wall) | c_min | eta_min | load (1 min) |"
     )
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in summary["rows"]:
         err = f"{100 * r['error']:+.2f} %" if "error" in r else ""
         lines.append(
             f"| {r['code']} | {r['preset']} | {r['h_nm']:g} | {r['unknowns']} | {r['metal_fraction']:.5f} | {err} "
-            f"| {r['steps']} | {r['iterations']} | {r['wall_s']:.1f} | {r['repeats']} | {r['per_step_ms']:.0f} "
+            f"| {r['steps']} | {r['iterations']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['repeats']} "
+            f"| {r['per_step_ms']:.0f} "
             f"| {r['c_min']:.3g} | {r['eta_min']:.3g} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |"
         )
     if ref:
