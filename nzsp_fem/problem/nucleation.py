@@ -195,12 +195,12 @@ class Nucleation:
         self.equilibrium = cfg.electrochemistry.equilibrium_potential
         self.volt = pb.scaling.potential
         self._eq = pb.ac.equilibrium_potential  # scaled
+        self.time_scale = pb.scaling.time
         # No draws in steps that begin inside the start-up ramp of L_eta: while the reaction
         # is ramped down, a galvanostatic electrode needs a made-up overpotential (measured:
         # -0.169 V in the first 1 us step of the CCD ramp at 0.05 mA/cm^2, -8e-6 V one step
         # later), and a nucleus drawn from it would be an artefact of the start-up aid.
         self.draws_from = cfg.phase_field.reaction_ramp_time
-        self.time_scale = pb.scaling.time
 
         self.counter = 0
         self.active: list[Nucleus] = []
@@ -287,9 +287,9 @@ class Nucleation:
         # of hold/8 failed Newton and hold/40 converged (tests' bicrystal, 40 nm nucleus).
         floor = self.law.hold_time / HOLD_STEPS
         if any(t is None or n.hold_end > t * (1 + 1e-12) for n in self.active):
+            return floor
         if t is not None and self._ramping(t) and not self.active:
             return math.inf  # nothing is drawn before the ramp ends (a step lands on it)
-            return floor
         settled = self.law.hold_time / SETTLED_STEPS if self.active else math.inf
         if self.max_expected is None:
             return settled
@@ -300,14 +300,14 @@ class Nucleation:
     def next_event_time(self, t: float) -> float | None:
         """The next hold end after t (a step should land on it), or None. A hold end within
         round-off of t counts as reached (after_step has judged it)."""
+        ends = [n.hold_end for n in self.active if n.hold_end > t * (1 + 1e-12)]
         if self._ramping(t):
             ends.append(self.draws_from)
-        ends = [n.hold_end for n in self.active if n.hold_end > t * (1 + 1e-12)]
         return min(ends) if ends else None
+
     def _ramping(self, t: float) -> bool:
         """Whether a step from t begins inside the start-up ramp (no draws then)."""
         return self.draws_from > 0 and t < self.draws_from * (1 - 1e-12)
-
 
     # The step -------------------------------------------------------------------------
     def before_step(self, t: float, dt: float) -> None:
@@ -368,10 +368,10 @@ class Nucleation:
         done = [n for n, core in zip(due, cores) if core >= FORMED]
         self.active = [n for n in self.active if n not in done]
         self.nuclei = [dataclasses.replace(n, formed=now) if n in done else n for n in self.nuclei]
+        self.formed_now = [dataclasses.replace(n, formed=now) for n in done]
         if self._ramping(t):
             self._rate_total = None
             return []
-        self.formed_now = [dataclasses.replace(n, formed=now) for n in done]
         J, eta_loc = self.rates(pb.w)
         expected = J * self.sizes[: self.n_owned]
         counter = self.counter
@@ -504,11 +504,11 @@ class NucleationObserver:
         new = self.nucleation.after_step(self._t, info.dt)
         for region, count in self.nucleation.counts().items():
             setattr(info.diagnostics, f"nuclei_{region}", count)
+        if new:
             # The new nuclei's forcing switches on in the next step: the last steps are no
             # trend for it (an extrapolated Newton guess then failed to converge at a fixed
             # step that converges from the last state; tests/test_nucleation.py).
             sim.solver.forget_history()
-        if new:
             where = ", ".join(f"{n.region} ({', '.join(f'{x * 1e9:.0f}' for x in n.position)}) nm" for n in new)
             sim.log(f"nucleation: {len(new)} nuclei at t={info.t:.6e} s: {where}", 1)
             record = getattr(sim, "record", None)
