@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from petsc4py import PETSc
 
 import ufl
+from dolfinx import cpp as _cpp
 from dolfinx import fem
 from dolfinx.fem import petsc as fem_petsc
+from ufl.classes import FixedIndex, Grad, Indexed, ReferenceGrad, ReferenceValue, Sum
+from ufl.corealg.traversal import unique_pre_traversal
 
 
 @dataclass
@@ -52,11 +57,116 @@ def _stalled(norms) -> bool:
     return len(norms) >= 2 and float(norms[-1]) > STALL_RATIO * float(norms[-2])
 
 
+def _used_components(expr, arg) -> set[int] | None:
+    """The components of the mixed-space argument ``arg`` that ``expr`` reads (as
+    ``arg[k]`` or a derivative of it), or None if it reads ``arg`` in any other way."""
+    found: set[int] = set()
+    for node in unique_pre_traversal(expr):
+        if isinstance(node, (Grad, ReferenceGrad, ReferenceValue)):
+            continue  # part of a chain ending at arg: judged at the chain's top
+        for position, operand in enumerate(node.ufl_operands):
+            base = operand
+            while isinstance(base, (Grad, ReferenceGrad, ReferenceValue)):
+                base = base.ufl_operands[0]
+            if base != arg:
+                continue
+            index = node.ufl_operands[1][0] if isinstance(node, Indexed) and position == 0 else None
+            if not isinstance(index, FixedIndex):
+                return None
+            found.add(int(index))
+    return None if expr == arg else found
+
+
+def field_couplings(J: ufl.Form, space: fem.FunctionSpace) -> list[tuple[int, int]] | None:
+    """(row sub-space, column sub-space) pairs of a mixed space that the bilinear form J
+    couples anywhere, read from J's integrands; None when the answer would not be
+    structural (not a mixed space, interior-facet integrals, whole-argument uses).
+
+    The element matrix of a mixed space is dense in the cell's dofs, but the blocks of
+    fields that do not interact are structurally zero: for the coupled problem 19 of the
+    49 component pairs (u only meets eta and u, mu not c or the potentials)."""
+    J = ufl.algorithms.expand_derivatives(J)
+    subs = getattr(space.ufl_element(), "sub_elements", None)
+    if not subs or len(subs) < 2 or space.dofmap.index_map_bs != 1:
+        return None
+    sizes = [e.reference_value_size for e in subs]
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    test, trial = J.arguments()
+    if test.ufl_shape != (len(owner),) or trial.ufl_shape != (len(owner),):
+        return None
+    pairs = {(i, i) for i in range(len(sizes))}  # diagonals: Dirichlet rows put a 1 there
+    for integral in J.integrals():
+        if integral.integral_type() not in ("cell", "exterior_facet"):
+            return None
+        for term in _terms(integral.integrand()):
+            rows = _used_components(term, test)
+            cols = _used_components(term, trial)
+            if rows is None or cols is None:
+                return None
+            pairs |= {(int(owner[r]), int(owner[c])) for r in rows for c in cols}
+    return sorted(pairs)
+
+
+def _terms(expr):
+    """The summands of a sum (recursively); each couples its own rows and columns."""
+    if isinstance(expr, Sum):
+        for operand in expr.ufl_operands:
+            yield from _terms(operand)
+    else:
+        yield expr
+
+
+def block_sparse_matrix(space: fem.FunctionSpace, pairs: list[tuple[int, int]]) -> PETSc.Mat:
+    """An AIJ matrix on a mixed space with only the coupled field blocks of ``pairs``
+    (field_couplings) in each cell, that skips zeros on insertion.
+
+    The assembler still adds the whole dense element matrix; with IGNORE_ZERO_ENTRIES the
+    structurally zero blocks cost a comparison instead of a search in the row, and the
+    matrix (hence MatMult, the field split's sub-matrices, ILU) holds only what couples.
+    A nonzero outside the pattern would be lost silently on one rank (DOLFINx release
+    builds ignore MatSetValuesLocal's status), so ``pairs`` must come from the very form
+    that is assembled (tests/test_block_sparse.py)."""
+    comm = space.mesh.comm
+    imap = space.dofmap.index_map
+    pattern = _cpp.la.SparsityPattern(comm, [imap, imap], [1, 1])
+    cell_dofs = [np.ascontiguousarray(space.sub(i).dofmap.list, dtype=np.int32) for i in range(space.num_sub_spaces)]
+    coupled: dict[tuple[int, ...], list[int]] = {}
+    for row in range(space.num_sub_spaces):
+        cols = tuple(j for i, j in pairs if i == row)
+        coupled.setdefault(cols, []).append(row)
+    for cols, rows in coupled.items():
+        row_dofs = np.ascontiguousarray(np.hstack([cell_dofs[i] for i in rows]))
+        col_dofs = np.ascontiguousarray(np.hstack([cell_dofs[j] for j in cols]))
+        for r, c in zip(row_dofs, col_dofs):
+            pattern.insert(r, c)
+    pattern.finalize()
+    A = _cpp.la.petsc.create_matrix(comm, pattern)
+    A.setOption(PETSc.Mat.Option.IGNORE_ZERO_ENTRIES, True)
+    # Fix the structure to the whole pattern before any zero is skipped: preallocation only
+    # reserves counts per row, and a position first set by a later Jacobian would need a
+    # malloc. One-point products of P1 basis functions are positive in every coupled block
+    # and zero elsewhere, so this sets exactly the pattern.
+    trial, test = ufl.TrialFunction(space), ufl.TestFunction(space)
+    offsets = np.concatenate([[0], np.cumsum([e.reference_value_size for e in space.ufl_element().sub_elements])])
+    blocks = [
+        trial[c] * test[r]
+        for i, j in pairs
+        for r in range(offsets[i], offsets[i + 1])
+        for c in range(offsets[j], offsets[j + 1])
+    ]
+    structure = fem.form(sum(blocks) * ufl.dx(domain=space.mesh, metadata={"quadrature_degree": 0}))
+    fem_petsc.assemble_matrix(A, structure)
+    A.assemble()
+    A.zeroEntries()
+    return A
+
+
 class SNESProblem:
     """Residual F(u)=0 for ``u`` (a Function, possibly on a mixed space), solved by SNES.
 
     ``options`` is a flat dict of PETSc options without the prefix; each instance gets a
-    unique prefix so several solvers can coexist in one process.
+    unique prefix so several solvers can coexist in one process. ``block_sparse``: on a
+    mixed space, the Jacobian holds only the field blocks that J couples (field_couplings).
     """
 
     _count = 0
@@ -71,14 +181,17 @@ class SNESProblem:
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
         prefix: str | None = None,
+        block_sparse: bool = True,
     ):
         self.u = u
         self.bcs = bcs
         kw = dict(form_compiler_options=form_compiler_options or {}, jit_options=jit_options or {})
         self.F_form = fem.form(F, **kw)
-        self.J_form = fem.form(J if J is not None else ufl.derivative(F, u), **kw)
+        J_ufl = J if J is not None else ufl.derivative(F, u)
+        self.J_form = fem.form(J_ufl, **kw)
         self.b = fem_petsc.create_vector(self.F_form)
-        self.A = fem_petsc.create_matrix(self.J_form)
+        pairs = field_couplings(J_ufl, u.function_space) if block_sparse else None
+        self.A = block_sparse_matrix(u.function_space, pairs) if pairs else fem_petsc.create_matrix(self.J_form)
         self.x = u.x.petsc_vec.duplicate()
         comm = u.function_space.mesh.comm
         # Solvers set options that some runs never reach (MUMPS controls when nothing is
