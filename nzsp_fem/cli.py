@@ -17,7 +17,6 @@ from mpi4py import MPI
 from .config import ConfigError, load_config
 from .exit_codes import EXIT_OUTPUT, EXIT_USAGE, STATUS_EXIT
 from .mesh import MeshError, spec_from_config, validate
-from .physics.parameters import derived_quantities
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,7 +130,8 @@ def _check(cfg) -> int:
         return _fail(str(err))
     if MPI.COMM_WORLD.rank == 0:
         resolved = cfg.model_dump(mode="json")
-        resolved["derived"] = derived_quantities(cfg)
-        resolved["dimensionless_groups"] = Scaling(cfg).groups()
+        scaling = Scaling(cfg)
+        resolved["derived"] = scaling.derived_quantities()
+        resolved["dimensionless_groups"] = scaling.groups()
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
     return 0

@@ -21,7 +21,6 @@ from .io.output_fields import Fields
 from .io.run_record import RunRecord
 from .io.rundir import prepare_directory
 from .mesh import Polycrystal, build_polycrystal, spec_from_config, validate
-from .physics.parameters import interface_width
 from .problem import CoupledProblem, Diagnostics, DiagnosticsEvaluator, metal_connects_electrodes
 from .problem.nucleation import NucleationObserver
 from .solver import CoupledSolver, SolveReport, StepController
@@ -455,7 +454,7 @@ class Simulation:
         log(
             f"mesh: {self.poly.mesh.topology.index_map(self.poly.mesh.topology.dim).size_global} cells, "
             f"{pb.dofs} dofs, {self.solver.preset} solver preset; "
-            f"interface width {interface_width(cfg) * 1e9:.3g} nm"
+            f"interface width {pb.scaling.interface_width * 1e9:.3g} nm"
         )
         resumed = record.resume(pb, restart)
         if resumed is not None:

@@ -118,3 +118,42 @@ def test_field_example_uses_fields_keywords():
     # Given positionally or by keyword, every field without a default is in the example.
     required = [f.name for f in dataclasses.fields(Field) if f.default is dataclasses.MISSING]
     assert set(required[: len(call.args)]) | keywords >= set(required)
+
+
+def config_takers(source: str) -> list[str]:
+    """Functions in ``source`` with a parameter named ``cfg`` or annotated with Config,
+    except ``from_config`` constructors and the methods of ``Scaling``."""
+    found = []
+
+    def visit(node, owner: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, child.name)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = child.args.posonlyargs + child.args.args + child.args.kwonlyargs
+                takes = any(
+                    a.arg == "cfg" or (a.annotation is not None and "Config" in ast.unparse(a.annotation)) for a in args
+                )
+                if takes and child.name != "from_config" and owner != "Scaling":
+                    found.append(f"{owner + '.' if owner else ''}{child.name}")
+                visit(child, owner)
+
+    visit(ast.parse(source), None)
+    return found
+
+
+def test_physics_functions_take_parameters_not_the_config():
+    """The physics layer's functions take the values they need; ``Scaling`` (and a
+    ``from_config`` constructor) is where the Config is read, as the page says. Catches a
+    helper written as ``def f(cfg: Config)`` in physics/ (the detector itself is checked
+    on such a helper, so the test cannot pass by finding nothing)."""
+    assert config_takers("def width(cfg: Config) -> float: ...\nclass A:\n    def f(self, cfg): ...") == [
+        "width",
+        "A.f",
+    ]
+    offenders = {
+        path.name: found
+        for path in sorted((PACKAGE / "physics").glob("*.py"))
+        if (found := config_takers(path.read_text()))
+    }
+    assert not offenders, f"physics functions that take the Config: {offenders}"

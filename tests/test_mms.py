@@ -29,7 +29,7 @@ Boundary conditions and norms
     is collective and runs serially and under ``mpirun -n 2``.
 
 The last test (a 1D-like strip) checks the equilibrium interface of the Allen-Cahn equation
-against the analytic tanh profile and the width ``physics.parameters.interface_width``.
+against the analytic tanh profile and the width ``Scaling.interface_width``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from dolfinx import mesh as dmesh
 from nzsp_fem.config import Config
 from nzsp_fem.physics import forms
 from nzsp_fem.physics.materials import PhaseValues, mix
-from nzsp_fem.physics.parameters import interface_width
+from nzsp_fem.physics.scaling import Scaling
 from nzsp_fem.solver.snes import SNESProblem
 
 COMM = MPI.COMM_WORLD
@@ -438,7 +438,7 @@ def test_allen_cahn_equilibrium_width():
         eta(x) = 1 / (1 + exp(sqrt(2 W / kappa0) (x - x0))) = 0.5 (1 - tanh((x - x0) / w)),
         w = 2 / sqrt(2 W / kappa0) = sqrt(2 kappa0 / W).
 
-    This w is what physics.parameters.interface_width returns ("the length of the tanh
+    This w is what Scaling.interface_width holds ("the length of the tanh
     profile"), the length the initial nuclei use (0.5 (1 - tanh((r - R)/w))), and with
     docs/model.md's kappa0 = 1.8e-10 J/m and W = 3.6e6 J/m^3 it is 10 nm. The argument is x/w,
     with no extra sqrt(2), for this double well; eta falls from 0.88 to 0.12 over 2 w.
@@ -454,7 +454,7 @@ def test_allen_cahn_equilibrium_width():
 
     cfg = Config()
     pf = cfg.phase_field
-    width_si = interface_width(cfg)
+    width_si = Scaling(cfg).interface_width
     assert math.isclose(width_si, math.sqrt(2 * pf.gradient_coefficient / pf.barrier_height))
     l0 = 20.0 * width_si
     gradient = pf.gradient_coefficient / (pf.barrier_height * l0**2)

@@ -29,7 +29,6 @@ from dolfinx import mesh as dmesh
 
 from nzsp_fem.config import parse_config
 from nzsp_fem.mesh import BACK, BOTTOM, FRONT, GB_TAG, LEFT, RIGHT, TOP, Polycrystal, spec_from_config
-from nzsp_fem.physics.parameters import interface_width
 from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
 from nzsp_fem.problem.morphology import (
     Geometry,
@@ -395,7 +394,7 @@ def test_3d_slab_and_gb_finger():
         electrode_layer=a,
         kappa=kappa,
     )
-    assert interface_width(pb.cfg) / UM == pytest.approx(width_um(kappa))
+    assert pb.scaling.interface_width / UM == pytest.approx(width_um(kappa))
 
     def state(x):
         finger = profile(capsule(x, (0.0, 0.1, 0.225), (tip - r, 0.1, 0.225), r), kappa)

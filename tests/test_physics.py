@@ -51,7 +51,8 @@ from dolfinx import fem
 from nzsp_fem.config import Config, parse_config
 from nzsp_fem.mesh import LEFT, RIGHT, build_polycrystal, spec_from_config
 from nzsp_fem.physics import forms
-from nzsp_fem.physics.parameters import FARADAY, time_scale
+from nzsp_fem.physics.parameters import FARADAY
+from nzsp_fem.physics.scaling import Scaling
 from nzsp_fem.run import Simulation
 from nzsp_fem.solver import StepController
 
@@ -210,7 +211,7 @@ def test_sodium_conserved_without_reservoir(mechanics):
     rec = growth_run(mechanics, reservoir=False)
     cfg = make_config()
     sr = cfg.electrochemistry.c_metal / cfg.electrochemistry.c0
-    t0 = time_scale(cfg)
+    t0 = Scaling(cfg).time
     n0 = rec.initial.total_sodium_mol
     bound = 0.0
     rprint(f"\n[conservation, mechanics={mechanics}] N0 = {n0:.15e} mol/m, int eta0 = {rec.initial.integral_eta:.8f}")

@@ -16,8 +16,17 @@ import math
 import pytest
 
 from nzsp_fem.config import parse_config
-from nzsp_fem.physics.parameters import diffusivity, nernst_einstein_diffusivity
 from nzsp_fem.physics.scaling import Scaling
+
+
+def diffusivity(cfg, phase: str) -> float:
+    """D (m^2/s) of one phase, as the solver reads it from the config."""
+    return getattr(Scaling(cfg).diffusivities_si(), phase)
+
+
+def nernst_einstein_diffusivity(conductivity: float, cfg) -> float:
+    return Scaling(cfg).nernst_einstein_diffusivity(conductivity)
+
 
 F = 96485.33212  # C/mol
 R = 8.314462618  # J/(mol K)

@@ -1,14 +1,16 @@
-"""Physical constants and the quantities derived from the configured parameters.
+"""Physical constants and the quantities derived from the model's parameters.
 
-Everything here is a function of the config's SI values; the config itself holds only
-what the user gave (and the defaults of docs/model.md).
+Each function takes the SI values it needs, never the Config: ``physics/scaling.Scaling``,
+built once from the Config, is the one place that reads the Config's sections and passes
+them here (and ``Scaling.derived_quantities`` is what ``nzsp-fem --check`` prints).
 """
 
 from __future__ import annotations
 
 import math
 
-from ..config import Config, ConfigError
+from ..config import ConfigError
+from .materials import PhaseValues
 
 FARADAY = 96485.33212  # C/mol
 GAS_CONSTANT = 8.314462618  # J/(mol K)
@@ -16,99 +18,96 @@ GAS_CONSTANT = 8.314462618  # J/(mol K)
 PHASES = ("metal", "grain", "grain_boundary")
 
 
-def thermal_voltage(cfg: Config) -> float:
+def thermal_voltage(temperature: float) -> float:
     """RT/F (V): the potential scale of Butler-Volmer and Nernst-Planck."""
-    return GAS_CONSTANT * cfg.electrochemistry.temperature / FARADAY
+    return GAS_CONSTANT * temperature / FARADAY
 
 
-def interface_width(cfg: Config) -> float:
+def interface_width(gradient_coefficient: float, barrier_height: float) -> float:
     """sqrt(2 kappa0 / W): the length of the tanh profile of the 1D equilibrium."""
-    pf = cfg.phase_field
-    return math.sqrt(2 * pf.gradient_coefficient / pf.barrier_height)
+    return math.sqrt(2 * gradient_coefficient / barrier_height)
 
 
-def nernst_einstein_diffusivity(conductivity: float, cfg: Config) -> float:
+def nernst_einstein_diffusivity(conductivity: float, temperature: float, electrons: int, c0: float) -> float:
     """D = sigma R T / (n^2 F^2 c0) for a single mobile ion species."""
-    n = cfg.phase_field.electrons
-    return (
-        conductivity * GAS_CONSTANT * cfg.electrochemistry.temperature / (n * n * FARADAY**2 * cfg.electrochemistry.c0)
-    )
+    n = electrons
+    return conductivity * GAS_CONSTANT * temperature / (n * n * FARADAY**2 * c0)
 
 
-def capped_metal_conductivity(cfg: Config, conductivity: float) -> float:
+def capped_metal_conductivity(
+    conductivity: float, electrolyte_conductivity: float, contrast_cap: float | None
+) -> float:
     """A metal conductivity as the solver uses it (SI): capped at contrast_cap x the best
-    electrolyte's.
+    electrolyte's (``electrolyte_conductivity``, the larger of grain and GB).
 
     With Table 1's contrast of 1e8 the charge rows inside the metal are 1e8 times the
     others, so Newton's line search only sees them and stagnates; at 1e4 the metal is
     still equipotential to 1e-4 of the electrolyte's potential drop.
     """
-    m, cap = cfg.materials, cfg.solver.metal_conductivity_contrast_cap
-    if cap is None:
+    if contrast_cap is None:
         return conductivity
-    return min(conductivity, cap * max(m.grain.conductivity, m.grain_boundary.conductivity))
+    return min(conductivity, contrast_cap * electrolyte_conductivity)
 
 
-def ionic_conductivity(cfg: Config, phase: str) -> float:
-    """The conductivity of a phase in the charge equation of the ions (SI).
+def ionic_conductivities(
+    conductivities: PhaseValues, capped_metal: float, two_potentials: bool, metal_floor: float
+) -> PhaseValues:
+    """The conductivity of each phase in the charge equation of the ions (SI), from the
+    configured ones.
 
-    With two potentials the metal conducts no Na+, but a floor keeps phi_i defined there
-    (no reaction reads it, h'(eta) = 0); with the paper's single potential the metal's
-    (capped) conductivity carries the current."""
-    m = cfg.materials
-    if phase != "metal":
-        return getattr(m, phase).conductivity
-    if cfg.electrochemistry.potentials == "two":
-        return cfg.solver.metal_ionic_conductivity_floor * m.grain.conductivity
-    return capped_metal_conductivity(cfg, m.metal.conductivity)
+    With two potentials the metal conducts no Na+, but a floor (``metal_floor`` x the
+    grain's) keeps phi_i defined there (no reaction reads it, h'(eta) = 0); with the
+    paper's single potential the metal's (capped) conductivity carries the current."""
+    metal = metal_floor * conductivities.grain if two_potentials else capped_metal
+    return PhaseValues(metal, conductivities.grain, conductivities.grain_boundary)
 
 
-def diffusivity(cfg: Config, phase: str) -> float:
-    """D of 'metal', 'grain' or 'grain_boundary', after the transport option.
+def diffusivities(
+    transport: str,
+    two_potentials: bool,
+    conductivities: PhaseValues,
+    ionic: PhaseValues,
+    given: tuple[float | None, float | None, float | None],
+    temperature: float,
+    electrons: int,
+    c0: float,
+) -> PhaseValues:
+    """D of each phase (SI) after the transport option, from the configured conductivities,
+    the ionic ones (:func:`ionic_conductivities`) and the configured diffusivities
+    (``given``: metal, grain, GB; None where not set).
 
     Single-ion transport: Nernst-Einstein of the phase's conductivity in the charge equation
     (the solver mixes D exactly as that conductivity, so this is each phase's pure value),
     except the metal's with one potential."""
-    m = cfg.materials
-    ph = getattr(m, phase)
-    # With one potential the metal's conductivity is electronic: its Na+ D stays its own
-    # (Nernst-Einstein of 2500 S/m would be a Boltzmann factor of e^17 across the metal).
-    metal_own = phase == "metal" and cfg.electrochemistry.potentials == "single"
-    if m.transport == "single-ion" and not metal_own:
-        return nernst_einstein_diffusivity(ionic_conductivity(cfg, phase), cfg)
-    if m.transport == "nernst-einstein" and phase != "metal":
-        return nernst_einstein_diffusivity(ph.conductivity, cfg)
-    if ph.diffusivity is not None:
-        return ph.diffusivity
-    if phase == "grain_boundary":
-        return diffusivity(cfg, "grain")
-    raise ConfigError(f"materials.{phase}.diffusivity: missing")
+
+    def nernst_einstein(sigma: float) -> float:
+        return nernst_einstein_diffusivity(sigma, temperature, electrons, c0)
+
+    values: dict[str, float] = {}
+    for phase, own in zip(PHASES, given):
+        # With one potential the metal's conductivity is electronic: its Na+ D stays its own
+        # (Nernst-Einstein of 2500 S/m would be a Boltzmann factor of e^17 across the metal).
+        metal_own = phase == "metal" and not two_potentials
+        if transport == "single-ion" and not metal_own:
+            values[phase] = nernst_einstein(getattr(ionic, phase))
+        elif transport == "nernst-einstein" and phase != "metal":
+            values[phase] = nernst_einstein(getattr(conductivities, phase))
+        elif own is not None:
+            values[phase] = own
+        elif phase == "grain_boundary":
+            values[phase] = values["grain"]
+        else:
+            raise ConfigError(f"materials.{phase}.diffusivity: missing")
+    return PhaseValues(**values)
 
 
-def hardening(cfg: Config, phase: str) -> float:
+def hardening(E: float, given: float | None) -> float:
     """Linear isotropic hardening modulus H; E/100 of the phase unless given."""
-    ph = getattr(cfg.materials, phase)
-    return ph.hardening if ph.hardening is not None else ph.E / 100.0
+    return given if given is not None else E / 100.0
 
 
-def time_scale(cfg: Config) -> float:
+def time_scale(configured: float | None, reaction_rate: float) -> float:
     """t0: the configured one, else 1/L_eta (the Butler-Volmer reaction time)."""
-    if cfg.scales.time is not None:
-        return cfg.scales.time
-    rate = cfg.phase_field.reaction_rate
-    return 1.0 / rate if rate > 0 else 1.0
-
-
-def derived_quantities(cfg: Config) -> dict[str, float]:
-    """What `nzsp-fem --check` prints beside the resolved config (SI)."""
-    return {
-        "interface_width_m": interface_width(cfg),
-        "thermal_voltage_V": thermal_voltage(cfg),
-        "D_metal_m2_s": diffusivity(cfg, "metal"),
-        "D_grain_m2_s": diffusivity(cfg, "grain"),
-        "D_grain_boundary_m2_s": diffusivity(cfg, "grain_boundary"),
-        "H_metal_Pa": hardening(cfg, "metal"),
-        "H_grain_Pa": hardening(cfg, "grain"),
-        "time_scale_s": time_scale(cfg),
-        "nernst_einstein_D_grain_m2_s": nernst_einstein_diffusivity(cfg.materials.grain.conductivity, cfg),
-    }
+    if configured is not None:
+        return configured
+    return 1.0 / reaction_rate if reaction_rate > 0 else 1.0

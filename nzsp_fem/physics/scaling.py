@@ -7,17 +7,19 @@ so every residual block is O(1) per unit scaled volume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from ..config import Config
 from .materials import PhaseValues
 from .parameters import (
     FARADAY,
     GAS_CONSTANT,
-    PHASES,
     capped_metal_conductivity,
-    diffusivity,
-    ionic_conductivity,
+    diffusivities,
+    hardening,
+    interface_width,
+    ionic_conductivities,
+    nernst_einstein_diffusivity,
     thermal_voltage,
     time_scale,
 )
@@ -25,18 +27,81 @@ from .parameters import (
 
 @dataclass
 class Scaling:
+    """The scales, and the one place that reads the Config's parameters into the functions of
+    physics/parameters.py (their SI results: ``interface_width``, ``hardening``,
+    ``diffusivities_si``, ...)."""
+
     cfg: Config
 
     def __post_init__(self):
         cfg = self.cfg
+        pf, ec, m = cfg.phase_field, cfg.electrochemistry, cfg.materials
         self.length = cfg.scales.length
-        self.time = time_scale(cfg)
-        self.potential = thermal_voltage(cfg)
+        self.time = time_scale(cfg.scales.time, pf.reaction_rate)
+        self.potential = thermal_voltage(ec.temperature)
         self.stress = cfg.materials.grain.E
         self.energy_density = cfg.phase_field.barrier_height
         self.conductivity = cfg.materials.grain.conductivity
         # current density scale: sigma_SE (RT/F) / l0
         self.current_density = self.conductivity * self.potential / self.length
+        #: sqrt(2 kappa0 / W), m
+        self.interface_width = interface_width(pf.gradient_coefficient, pf.barrier_height)
+        self.two_potentials = ec.potentials == "two"
+        self._electrolyte_conductivity = max(m.grain.conductivity, m.grain_boundary.conductivity)
+
+    # SI quantities derived from the parameters ------------------------------------------
+    def capped(self, metal_conductivity: float) -> float:
+        """A metal conductivity as the solver uses it (SI): parameters.capped_metal_conductivity."""
+        cap = self.cfg.solver.metal_conductivity_contrast_cap
+        return capped_metal_conductivity(metal_conductivity, self._electrolyte_conductivity, cap)
+
+    def ionic_conductivities_si(self) -> PhaseValues:
+        m = self.cfg.materials
+        configured = PhaseValues(m.metal.conductivity, m.grain.conductivity, m.grain_boundary.conductivity)
+        floor = self.cfg.solver.metal_ionic_conductivity_floor
+        return ionic_conductivities(configured, self.metal_conductivity(), self.two_potentials, floor)
+
+    def diffusivities_si(self) -> PhaseValues:
+        """D per phase (m^2/s) after the transport option (parameters.diffusivities)."""
+        cfg, m = self.cfg, self.cfg.materials
+        ec = cfg.electrochemistry
+        configured = PhaseValues(m.metal.conductivity, m.grain.conductivity, m.grain_boundary.conductivity)
+        given = (m.metal.diffusivity, m.grain.diffusivity, m.grain_boundary.diffusivity)
+        return diffusivities(
+            m.transport,
+            self.two_potentials,
+            configured,
+            self.ionic_conductivities_si(),
+            given,
+            ec.temperature,
+            cfg.phase_field.electrons,
+            ec.c0,
+        )
+
+    def nernst_einstein_diffusivity(self, conductivity: float) -> float:
+        """D (m^2/s) of a single mobile ion species at this conductivity (S/m)."""
+        ec = self.cfg.electrochemistry
+        return nernst_einstein_diffusivity(conductivity, ec.temperature, self.cfg.phase_field.electrons, ec.c0)
+
+    def hardening(self, phase: str) -> float:
+        """H (Pa) of 'metal', 'grain' or 'grain_boundary': E/100 unless given."""
+        ph = getattr(self.cfg.materials, phase)
+        return hardening(ph.E, ph.hardening)
+
+    def derived_quantities(self) -> dict[str, float]:
+        """What `nzsp-fem --check` prints beside the resolved config (SI)."""
+        D = self.diffusivities_si()
+        return {
+            "interface_width_m": self.interface_width,
+            "thermal_voltage_V": self.potential,
+            "D_metal_m2_s": D.metal,
+            "D_grain_m2_s": D.grain,
+            "D_grain_boundary_m2_s": D.grain_boundary,
+            "H_metal_Pa": self.hardening("metal"),
+            "H_grain_Pa": self.hardening("grain"),
+            "time_scale_s": self.time,
+            "nernst_einstein_D_grain_m2_s": self.nernst_einstein_diffusivity(self.cfg.materials.grain.conductivity),
+        }
 
     # Dimensionless groups -----------------------------------------------------------
     def groups(self) -> dict[str, float]:
@@ -67,14 +132,12 @@ class Scaling:
 
     def diffusivity(self) -> PhaseValues:
         f = self.time / self.length**2
-        cfg = self.cfg
-        return PhaseValues(
-            diffusivity(cfg, "metal") * f, diffusivity(cfg, "grain") * f, diffusivity(cfg, "grain_boundary") * f
-        )
+        D = self.diffusivities_si()
+        return PhaseValues(D.metal * f, D.grain * f, D.grain_boundary * f)
 
     def metal_conductivity(self) -> float:
         """sigma_metal as the solver uses it (SI), capped (parameters.capped_metal_conductivity)."""
-        return capped_metal_conductivity(self.cfg, self.cfg.materials.metal.conductivity)
+        return self.capped(self.cfg.materials.metal.conductivity)
 
     def conductivities(self) -> PhaseValues:
         m = self.cfg.materials
@@ -86,15 +149,16 @@ class Scaling:
 
     def ionic_conductivities(self) -> PhaseValues:
         """Na+ conductivities of the two-potential model (scaled): none in the metal but a
-        floor that keeps phi_i defined there (parameters.ionic_conductivity)."""
-        return PhaseValues(*(ionic_conductivity(self.cfg, phase) / self.conductivity for phase in PHASES))
+        floor that keeps phi_i defined there (parameters.ionic_conductivities)."""
+        ionic = self.ionic_conductivities_si()
+        return PhaseValues(*(value / self.conductivity for value in astuple(ionic)))
 
     def electronic_conductivities(self) -> PhaseValues:
         """Electronic conductivities of the two-potential model (scaled); the metal's is
         capped like metal_conductivity (the same Newton merit-function argument)."""
         m = self.cfg.materials
         return PhaseValues(
-            capped_metal_conductivity(self.cfg, m.metal.electronic_conductivity) / self.conductivity,
+            self.capped(m.metal.electronic_conductivity) / self.conductivity,
             m.grain.electronic_conductivity / self.conductivity,
             m.grain_boundary.electronic_conductivity / self.conductivity,
         )

@@ -22,7 +22,6 @@ from ..mesh import Polycrystal, gb_indicator
 from ..physics import forms
 from ..physics.elasticity import elastic_stress, lame, strain3
 from ..physics.materials import metal_only, mix, mix_slope_eta
-from ..physics.parameters import hardening, interface_width
 from ..physics.plasticity import PlasticState, radial_return
 from ..physics.scaling import Scaling
 from .boundary import (
@@ -146,7 +145,7 @@ class CoupledProblem:
             return elastic_stress(eps_e, lam, mu), eps_e, None
         m = cfg.materials
         sigma_y = metal_only(m.metal.yield_stress / sc.stress, m.grain.yield_stress / sc.stress, eta)
-        hard = metal_only(hardening(cfg, "metal") / sc.stress, hardening(cfg, "grain") / sc.stress, eta)
+        hard = metal_only(sc.hardening("metal") / sc.stress, sc.hardening("grain") / sc.stress, eta)
         ret = radial_return(eps, eps_eig, self.plastic, lam, mu, sigma_y, hard)
         return ret.sigma, ret.eps_e, ret
 
@@ -164,7 +163,7 @@ class CoupledProblem:
 
     def kappa_factor(self, eta):
         a = self.cfg.phase_field.anisotropy
-        width = interface_width(self.cfg) / self.scaling.length
+        width = self.scaling.interface_width / self.scaling.length
         # Floor: 1 % of the gradient inside an equilibrium interface, ~1/(2 width).
         return forms.anisotropy_factor(ufl.grad(eta), self.dim, a.strength, a.mode, a.angle, floor=0.01 / width)
 
@@ -288,7 +287,7 @@ class CoupledProblem:
     def initial_eta(self, x):
         """Tanh discs at the nuclei (and an optional Na layer along the left electrode)."""
         cfg, sc = self.cfg, self.scaling
-        width = interface_width(cfg) / sc.length
+        width = sc.interface_width / sc.length
         radius = cfg.nuclei.radius / sc.length
         eta = np.zeros(x.shape[1])
         for centre in self.poly.nuclei:

@@ -11,7 +11,7 @@ against hand-made fields. :class:`MorphologyEvaluator` gathers those arrays to r
 result is the same on any number of ranks.
 
 Common definitions (eta_h: the P1 interpolant of eta; "metal": eta > 0.5; w: the
-interface width, physics.parameters.interface_width; lengths from the electrode face x0):
+interface width, Scaling.interface_width; lengths from the electrode face x0):
 
 - The *connected deposit*: the metal vertices joined, through mesh edges between metal
   vertices, to a metal vertex on the electrode face (x = x0; scipy's connected
@@ -71,7 +71,6 @@ import ufl
 from dolfinx import fem
 
 from ..physics.cell_average import CellAverage
-from ..physics.parameters import interface_width
 from .coupled import CoupledProblem
 
 METAL = 0.5
@@ -471,7 +470,7 @@ class MorphologyEvaluator:
                 points * sc.length,
                 np.concatenate([g[2] for g in gathered]),
                 gb_width=pb.poly.spec.gb_width,
-                width=interface_width(pb.cfg),
+                width=pb.scaling.interface_width,
                 beta_cell=beta_all if per_cell else None,
                 beta_vertex=None if per_cell else beta_all,
                 pixel=pixel_size,

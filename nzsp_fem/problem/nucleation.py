@@ -30,7 +30,6 @@ import numpy as np
 from mpi4py import MPI
 
 from ..physics.nucleation import NucleationLaw
-from ..physics.parameters import interface_width
 from .coupled import CoupledProblem
 
 #: eta at or above which a node counts as metal: no nucleation in such a cell, and no
@@ -148,7 +147,7 @@ class Nucleation:
         self.seed = cfg.nucleation.seed
         self.max_expected = cfg.nucleation.max_expected_per_step
         self.radius = cfg.nucleation.radius
-        self.width = interface_width(cfg)
+        self.width = pb.scaling.interface_width
         self.dim = dim = pb.dim
         l0 = pb.scaling.length
         msh = pb.mesh
