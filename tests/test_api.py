@@ -121,6 +121,13 @@ def test_step_by_step_equals_run(tmp_workdir, cache):
     while not sim.finished:
         infos.append(sim.step())
     eta_by_hand = sim.fields.eta.x.array.copy()
+    # The ionic potential in volts, also under its name before phi_i (CHANGELOG.md).
+    pb = sim.problem
+    assert "phi_i" in sim.fields.names and "phi" not in sim.fields.names
+    phi_i = sim.fields.phi_i.x.array.copy()
+    assert np.ptp(pb.sub_values("phi_i")) > 0
+    np.testing.assert_array_equal(phi_i, pb.sub_values("phi_i") * pb.scaling.potential)
+    np.testing.assert_array_equal(sim.fields.phi.x.array, phi_i)
     assert sim.status == "completed" and sim.reason is None
     assert [i.step for i in infos] == [1, 2, 3]
     np.testing.assert_allclose([i.t for i in infos], [US, 2 * US, 3 * US], rtol=1e-12)
