@@ -9,6 +9,9 @@ Three ways to call it:
   ``docs/performance.md`` and ``docs/performance.csv``.
 * ``python3 -m benchmarks.bench --quick``: the same on the smallest sizes (a smoke check;
   writes its reports to ``results/bench/quick/`` unless ``--output-dir`` is given).
+* ``python3 -m benchmarks.bench --cases PATTERNS``: only the planned cases whose ids match
+  (a reduced run, e.g. the iterative preset at 282k DOFs and the 3D demo; with
+  ``--configs`` naming the config cases to plan). Reports go to ``results/bench/selected/``.
 * ``python3 -m benchmarks.bench --case JSON --out FILE``: one case (the worker), under mpirun.
 
 The benchmark is a tool, not part of the library: it only uses nzsp_fem's public API. The
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import json
 import os
 import platform
@@ -88,10 +92,22 @@ def machine_info() -> dict:
     }
 
 
+def select(cases: list[dict], patterns: str) -> list[dict]:
+    """The cases whose id matches one of the comma-separated shell patterns, in plan order
+    (e.g. ``iterative-h5.72-*,demo3d-tagged-iterative-*``)."""
+    wanted = [p for p in patterns.split(",") if p]
+    return [c for c in cases if any(fnmatch.fnmatchcase(c["id"], p) for p in wanted)]
+
+
 def drive(args) -> int:
     t0 = time.perf_counter()
     scratch = Path(args.scratch_dir) if args.scratch_dir else SCRATCH
-    outdir = Path(args.output_dir) if args.output_dir else (scratch / "quick" if args.quick else REPO / "docs")
+    if args.output_dir:
+        outdir = Path(args.output_dir)
+    elif args.cases:  # a selection is no full run: its reports must not replace docs/
+        outdir = scratch / "selected"
+    else:
+        outdir = scratch / "quick" if args.quick else REPO / "docs"
     outdir.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(parents=True, exist_ok=True)
     if args.from_json:
@@ -129,6 +145,11 @@ def drive(args) -> int:
     )
     configs = [c for c in (args.configs or "").split(",") if c]
     cases += config_plan(configs, scratch)
+    if args.cases:
+        cases = select(cases, args.cases)
+        if not cases:
+            log(f"no case matches {args.cases!r}")
+            return 2
     results = []
     for case in cases:
         results.append(run_subprocess(case, args.timeout, log, scratch))
@@ -160,6 +181,11 @@ def main(argv=None) -> int:
         default=None,
         help="comma-separated repository configs to measure as they are (paper, demo3d, demo3d-tagged; "
         "default: all in a full run, none with --quick)",
+    )
+    p.add_argument(
+        "--cases",
+        help="comma-separated shell patterns of case ids to run, e.g. 'iterative-h5.72-*,demo3d-tagged-iterative-*' "
+        "(reports go to <scratch dir>/selected unless --output-dir is given)",
     )
     p.add_argument("--timeout", type=float, default=1800, help="per-case time limit in s (default 1800)")
     p.add_argument("--output-dir", help="where performance.md/.csv go (default docs/, --quick: <scratch dir>/quick)")

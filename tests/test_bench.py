@@ -74,3 +74,19 @@ def test_adaptive_probe_takes_production_steps(tmp_path):
     probe = measure.run_case(case)["adaptive_probe"]
     assert probe["accepted"] >= 1 and probe["t_end"] > probe["t_start"] == pytest.approx(2 * cases.DT)
     assert all(a["error_estimate"] is not None for a in probe["attempts"] if a["converged"])
+
+
+def test_case_selection(tmp_path):
+    """--cases keeps exactly the planned cases whose ids match a pattern, in plan order."""
+    from benchmarks import bench
+
+    planned = cases.plan(quick=False, steps=cases.STEPS, dt=cases.DT, scratch=tmp_path)
+    planned += cases.config_plan(["demo3d-tagged"], tmp_path)
+    chosen = bench.select(planned, "iterative-h5.72-*,demo3d-tagged-iterative-*")
+    assert [c["id"] for c in chosen] == [
+        "iterative-h5.72-np1",
+        "iterative-h5.72-np2",
+        "demo3d-tagged-iterative-np1",
+        "demo3d-tagged-iterative-np2",
+    ]
+    assert bench.select(planned, "nothing-*") == []
