@@ -29,7 +29,7 @@ from dolfinx import mesh as dmesh
 
 from nzsp_fem.config import parse_config
 from nzsp_fem.mesh import BACK, BOTTOM, FRONT, GB_TAG, LEFT, RIGHT, TOP, Polycrystal, spec_from_config
-from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator
+from nzsp_fem.problem import CoupledProblem, DiagnosticsEvaluator, StartupProblems
 from nzsp_fem.problem.morphology import (
     Geometry,
     Morphology,
@@ -302,7 +302,7 @@ def test_gb_metal_share():
     0.5 um^2: gb_area_share = 0.08. Without the ^+ the share is 12.9 / 27.9."""
     pb = make_problem(COMM)
     x = coords(pb)
-    eta0 = pb.initial_eta(x)
+    eta0 = StartupProblems(pb).initial_eta(x)
     pb.set_sub("eta", eta0)
     evaluator = MorphologyEvaluator(pb)
     m = evaluator()

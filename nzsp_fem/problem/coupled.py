@@ -3,7 +3,8 @@
 The unknowns are those of the field table (problem/fields.py) in one mixed space
 (monolithic Newton). Plastic strain and equivalent plastic strain live at quadrature
 points and are committed only after a converged step. How the problem is solved (SNES,
-presets, start-up solves, time steps) is the solver layer's business.
+presets, start-up solves, time steps) is the solver layer's business; the start-up
+problems it solves are problem/startup.py's.
 """
 
 from __future__ import annotations
@@ -283,75 +284,7 @@ class CoupledProblem:
                 F += traction
         self.F = F
 
-    # Start-up problems (solved by the solver layer) -------------------------------------
-    def initial_eta(self, x):
-        """Tanh discs at the nuclei (and an optional Na layer along the left electrode)."""
-        cfg, sc = self.cfg, self.scaling
-        width = sc.interface_width / sc.length
-        radius = cfg.nuclei.radius / sc.length
-        eta = np.zeros(x.shape[1])
-        for centre in self.poly.nuclei:
-            r = np.sqrt(sum((x[i] - centre[i]) ** 2 for i in range(self.dim)))
-            eta = np.maximum(eta, 0.5 * (1 - np.tanh((r - radius) / width)))
-        layer = cfg.nuclei.electrode_layer / sc.length
-        if layer > 0:
-            eta = np.maximum(eta, 0.5 * (1 - np.tanh((x[0] - layer) / width)))
-        return eta
-
-    def potential_startup(self, eta0):
-        """(F, phi, bcs): steady conduction with the initial eta (no deposition yet), or None
-        with two potentials (see :meth:`initial_potentials`).
-
-        A straight-line phi through a metal nucleus makes the first implicit step of the
-        single-potential model dissolve it (docs/model.md), so phi starts from this solution.
-        """
-        if self.two_potentials:
-            return None
-        V = self.collapsed_space("phi_i")
-        phi, v = fem.Function(V), ufl.TestFunction(V)
-        sigma = mix(self.scaling.conductivities(), eta0, self.beta, self.cfg.materials.mixing)
-        F = forms.charge_residual(phi, sigma, v, 0.0, 0.0, self.dx)
-        electrode = electrode_current_term(self.scaling, v, self.ds)
-        if electrode is not None:
-            F += electrode
-        bcs = build_dirichlet(
-            self.dirichlet, lambda name: V if name == "phi_i" else None, self.poly.facet_tags, self.dim - 1
-        )
-        return F, phi, bcs
-
-    def initial_potentials(self, x):
-        """Two potentials: (phi_i, phi_e) at points x, scaled.
-
-        phi_i falls linearly from the electrode to the reservoir (its value at the electrode
-        is the applied potential, or what i_app needs through the grain); phi_e is the
-        electrode's potential everywhere. The first steps (with the reaction ramp) then set
-        up the double layers; no start-up solve is needed because every nucleus is now
-        stable (docs/model.md).
-        """
-        cfg, sc = self.cfg, self.scaling
-        lx = cfg.domain.size[0] / sc.length
-        first = self.segments[0]
-        if first.mode == "potentiostatic":
-            at_electrode = first.potential / sc.potential
-        else:
-            at_electrode = -first.signed_current_density / sc.current_density * lx
-        phi_i = at_electrode * (1.0 - x[0] / lx)
-        return phi_i, np.full_like(phi_i, at_electrode)
-
-    def mechanics_startup(self, eta0):
-        """(F, u, bcs, return map or None): mechanical equilibrium with the initial eigenstrain."""
-        V = self.collapsed_space("u")
-        u, v = fem.Function(V), ufl.TestFunction(V)
-        sigma, _, ret = self.constitutive(u, eta0)
-        F = forms.equilibrium_residual(sigma, v, self.dx)
-        traction = stack_traction_term(self.scaling, v, self.mesh, self.ds)
-        if traction is not None:
-            F += traction
-        bcs = build_dirichlet(
-            self.dirichlet, lambda name: V if name == "u" else None, self.poly.facet_tags, self.dim - 1
-        )
-        return F, u, bcs, ret
-
+    # Electrode control ------------------------------------------------------------------
     def set_electrode(self, segment: Segment, previous: Segment | None = None) -> None:
         """Apply one protocol segment before a step: set the current of the Neumann term,
         or put the electrode's potential condition (with its new value) into the BC list

@@ -33,7 +33,7 @@ The measures (:class:`Morphology`):
   metal near GBs is left out, a finger inside a grain adds its measure over that face.
   NaN if no part of the face is far from GBs.
 - gb_metal_share: int beta (eta - eta0)^+ / int (eta - eta0)^+ (vertex quadrature, exact
-  for P1), eta0 = problem.initial_eta at the vertices; NaN while the new metal is below
+  for P1), eta0 = StartupProblems.initial_eta at the vertices; NaN while the new metal is below
   1e-9 of the domain's measure. gb_area_share: int beta / domain measure.
 - branch_count: tips of the connected deposit: its P1 superlevel set rasterised on the
   mesh cells at pixel w / 2 (larger if the grid would exceed 2^21 pixels), skeletonised
@@ -72,6 +72,7 @@ from dolfinx import fem
 
 from ..physics.cell_average import CellAverage
 from .coupled import CoupledProblem
+from .startup import StartupProblems
 
 METAL = 0.5
 #: Cell-mean eta inside which a GB cell is at the metal/GB interface.
@@ -420,7 +421,7 @@ class MorphologyEvaluator:
     The constructor gathers the static data (P1 vertex coordinates, cells, beta) to rank 0
     once; each call gathers eta, phi and the cells' |i| (owned values, put in place by
     each rank's owned range of global indices; cells keep the constructor's rank order)
-    and broadcasts the result. eta0 is ``problem.initial_eta`` at the vertices (the
+    and broadcasts the result. eta0 is ``StartupProblems.initial_eta`` at the vertices (the
     state :meth:`CoupledSolver.initialize` sets), so the isolated metal at the start does
     not depend on when the evaluator is made (after a restart too); pass
     ``initial_isolated_metal`` (m^d) to override it.
@@ -478,7 +479,7 @@ class MorphologyEvaluator:
             )
             x = np.zeros((3, len(points)))
             x[:dim] = points.T
-            self.eta0 = pb.initial_eta(x)
+            self.eta0 = StartupProblems(pb).initial_eta(x)
             isolated = isolated_metal(self.geometry, self.eta0)
         self.initial_isolated_metal = (
             comm.bcast(isolated, root=0) if initial_isolated_metal is None else float(initial_isolated_metal)

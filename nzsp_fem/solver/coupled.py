@@ -13,6 +13,7 @@ from dolfinx import fem
 from ..physics.materials import h
 from ..problem import CoupledProblem
 from ..problem.coupled import copy_state
+from ..problem.startup import StartupProblems
 from .presets import (
     field_splits,
     linear_startup_options,
@@ -66,13 +67,14 @@ class CoupledSolver:
         equilibrium with its eigenstrain (plastic state committed).
         """
         pb = self.problem
+        start = StartupProblems(pb)
         eta0 = fem.Function(pb.collapsed_space("eta"))
-        eta0.interpolate(pb.initial_eta)
+        eta0.interpolate(start.initial_eta)
         pb.set_sub("eta", eta0.x.array)
         for f in pb.table:
             if f.initial is not None:
                 pb.set_sub(f.name, np.log(f.initial) if f.logarithmic else f.initial)
-        startup = pb.potential_startup(eta0)
+        startup = start.potential_startup(eta0)
         if startup is not None:
             F, phi, bcs = startup
             _solve_once(F, phi, bcs, linear_startup_options(), "nzsp_init_phi_", "initial potential solve")
@@ -80,9 +82,9 @@ class CoupledSolver:
         else:
             for index, name in enumerate(("phi_i", "phi_e")):
                 x = pb.collapsed_space(name).tabulate_dof_coordinates().T
-                pb.set_sub(name, pb.initial_potentials(x)[index])
+                pb.set_sub(name, start.initial_potentials(x)[index])
         if pb.mechanics:
-            F, u, bcs, ret = pb.mechanics_startup(eta0)
+            F, u, bcs, ret = start.mechanics_startup(eta0)
             _solve_once(F, u, bcs, nonlinear_startup_options(pb.cfg), "nzsp_init_u_", "initial mechanical equilibrium")
             if ret is not None:
                 pb.plastic.commit(ret)
