@@ -83,8 +83,8 @@ def field_couplings(J: ufl.Form, space: fem.FunctionSpace) -> list[tuple[int, in
     structural (not a mixed space, interior-facet integrals, whole-argument uses).
 
     The element matrix of a mixed space is dense in the cell's dofs, but the blocks of
-    fields that do not interact are structurally zero: for the coupled problem 19 of the
-    49 component pairs (u only meets eta and u, mu not c or the potentials)."""
+    fields that do not interact are structurally zero: for the coupled problem in 2D 19 of
+    the 49 component pairs (u only meets eta and u, mu not c or the potentials)."""
     J = ufl.algorithms.expand_derivatives(J)
     subs = getattr(space.ufl_element(), "sub_elements", None)
     if not subs or len(subs) < 2 or space.dofmap.index_map_bs != 1:
