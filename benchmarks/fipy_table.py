@@ -236,9 +236,9 @@ def markdown(summary: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="runs per case (the least wall time counts)")
-    ap.add_argument("--nzsp-h", default="20,16,13.333,11.429,10,8,6.667,5", help="nzsp-fem cell sizes (nm)")
+    ap.add_argument("--nzsp-h", default="20,16,13.333,11.429,10,8,6.667,5,4,3.333,2.5", help="nzsp-fem cell sizes (nm)")
     ap.add_argument("--nzsp-presets", default="", help="also run these presets, e.g. iterative,direct")
-    ap.add_argument("--fipy-h", default="20,16,13.333,10", help="FiPy cell sizes (nm)")
+    ap.add_argument("--fipy-h", default="20,16,13.333,10,8,6.667,5", help="FiPy cell sizes (nm)")
     ap.add_argument(
         "--reference", choices=["nzsp-fem", "fipy", "mean"], default="mean", help="the f0 of the error column"
     )
