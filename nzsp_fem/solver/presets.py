@@ -23,9 +23,11 @@ _DIRECT = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": 
 # extended+i interpolation, at most 4 entries per interpolation row, strength 0.5):
 # measured on the linear solve of the paper case (50.8k DOFs) 0.25 -> 0.19 s at equal
 # iterations (7), on the 3D demo (104k DOFs, 2 ranks) 6.1 -> 1.4 s; aggressive coarsening
-# of the finest level (agg_nl 1): 3D demo 0.7 s (15 iterations instead of 10); in 2D
-# (282k DOFs, with the preconditioner lag below) 8.1 -> 9.8 linear iterations per Newton
-# and a cheaper set-up and V-cycle.
+# of the finest level (agg_nl 1): 3D demo 0.7 s (15 iterations instead of 10). In 2D
+# (282k DOFs, with the preconditioner lag below, idle machine, alternating runs) on every
+# AMG block but the ionic potential's: 8.1 -> 9.8 linear iterations per Newton, 1.45-1.59
+# against 1.73-1.85 s per Newton iteration; on the ionic potential's too: 12.8 iterations
+# and 1.37-1.45 against 1.29-1.37 s without it there.
 _AMG: dict[str, object] = {
     "ksp_type": "preonly",
     "pc_type": "hypre",
@@ -36,6 +38,8 @@ _AMG: dict[str, object] = {
     "pc_hypre_boomeramg_strong_threshold": 0.5,
     "pc_hypre_boomeramg_agg_nl": 1,
 }
+# The ionic potential's block (named phi_i, formerly phi) keeps the standard coarsening in 2D.
+_STANDARD_COARSENING_2D = ("phi", "phi_i")
 _BLOCK: dict[str, dict[str, object]] = {
     "amg": _AMG,
     "ilu": {"ksp_type": "preonly", "pc_type": "bjacobi", "sub_pc_type": "ilu"},
@@ -100,6 +104,8 @@ def solver_options(cfg: Config, table=(), problem_dofs: int | None = None) -> di
         )
         for f in table:
             block = dict(_BLOCK[f.block_preconditioner])
+            if f.block_preconditioner == "amg" and cfg.domain.dim == 2 and f.name in _STANDARD_COARSENING_2D:
+                block["pc_hypre_boomeramg_agg_nl"] = 0
             opts.update({f"fieldsplit_{f.name}_{k}": v for k, v in block.items()})
     opts.update(s.petsc_options)
     return opts
