@@ -53,8 +53,12 @@ def _plotter(width: int, height: int, **kwargs):
     return pv.Plotter(off_screen=True, window_size=(width, height), theme=theme, **kwargs)
 
 
-def _micrometres(grid):
-    """A copy of ``grid`` with coordinates in micrometres (see drawing.display_mesh)."""
+def _display_grid(grid, eta: str, caller: str):
+    """A copy of ``grid`` with coordinates in micrometres (see drawing.display_mesh), for
+    ``caller``'s off-screen figure of ``eta``; a one-line KeyError if the grid lacks it."""
+    if eta not in grid.point_data and eta not in grid.cell_data:
+        raise KeyError(f"{caller}: the grid has no field '{eta}'")
+    ensure_offscreen()
     per_unit = float(grid.field_data["metres_per_unit"][0]) if "metres_per_unit" in grid.field_data else 1.0
     disp = grid.copy()
     disp.points = np.asarray(grid.points) * (per_unit / MICROMETRE)
@@ -101,11 +105,8 @@ def plot_view_3d(
         return None
     import pyvista as pv
 
-    if eta not in grid.point_data and eta not in grid.cell_data:
-        raise KeyError(f"plot_view_3d: the grid has no field '{eta}'")
-    disp = _micrometres(grid)
+    disp = _display_grid(grid, eta, "plot_view_3d")
     b = disp.bounds
-    ensure_offscreen()
     height = int(0.8 * width)
     scale = width / 1200.0
     p = _plotter(width, height)
@@ -252,11 +253,8 @@ def plot_dendrite_3d(
         return None
     import pyvista as pv
 
-    if eta not in grid.point_data and eta not in grid.cell_data:
-        raise KeyError(f"plot_dendrite_3d: the grid has no field '{eta}'")
-    disp = _micrometres(grid)
+    disp = _display_grid(grid, eta, "plot_dendrite_3d")
     b = disp.bounds
-    ensure_offscreen()
     height = int(0.42 * width)
     scale = width / 1800.0
     font = lambda base: int(round(base * scale))  # noqa: E731
