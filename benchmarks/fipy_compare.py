@@ -117,6 +117,9 @@ def run_nzsp(h: float, preset: str | None = None) -> dict:
     dofs = sim.problem.dofs
     out = {
         "code": "nzsp-fem",
+        # solver.lumped_rate (on in configs/bench/fipy_reduced.yaml): benchmarks/fipy_table.py
+        # reuses only "lumped" runs; runs recorded before the option have no marker.
+        "phase_rate": "lumped" if cfg.solver.lumped_rate else "consistent",
         "h_m": h,
         "preset": preset_for(cfg, dofs),
         "unknowns": dofs,

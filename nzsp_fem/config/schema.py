@@ -264,6 +264,12 @@ class Solver(Strict):
     stol: float = Field(1e-10, ge=0)
     max_it: int = Field(25, ge=1)
     quadrature_degree: int = Field(2, ge=1, le=8)
+    # Printed kinetics: d eta/dt and the pointwise Allen-Cahn rate by vertex quadrature
+    # (mass lumping), as the bounded kinetics always are. Each node then sees its own
+    # Butler-Volmer rate: eta >= 0, and the metal grows at FiPy's rate on coarse meshes
+    # (docs/performance.md, "Against FiPy at equal accuracy"). Off by default: without the
+    # reaction ramp, a first step at full rate failed where the consistent rate converges.
+    lumped_rate: bool = False
     # The metal is ~equipotential once it conducts 1e4x better than the electrolyte;
     # Table 1's 1e8 contrast swamps Newton's merit function (see docs/model.md). null = off.
     metal_conductivity_contrast_cap: float | None = Field(1e4, gt=1)

@@ -90,8 +90,11 @@ def nucleation_forcing(activity, c, phi, p: AllenCahnParameters):
     return -activity * butler_volmer(None, c, phi, p)
 
 
-def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx):
+def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx, dx_local=None):
     """d eta/dt tested with v: int(local_rate v) - int(L kappa grad eta . grad v).
+
+    ``dx_local``: the measure of the pointwise part (default ``dx``); the solver passes the
+    lumped (vertex) one with ``solver.lumped_rate``, see problem/coupled.py.
 
     This weak rate is the deposition sink of the c and phi equations. At convergence it
     equals int((eta - eta_n)/dt v) for every P1 test function, so Na and charge balance
@@ -100,7 +103,10 @@ def allen_cahn_rate(v, eta, local_rate, kappa_factor, p: AllenCahnParameters, dx
     Keeping the gradient term matters: without it, the balance of g'(eta) against
     kappa lap(eta) inside a resting interface leaves a spurious source/sink dipole.
     """
-    return (local_rate * v - p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))) * dx
+    gradient = p.mobility * p.gradient * kappa_factor * ufl.dot(ufl.grad(eta), ufl.grad(v))
+    if dx_local is None:
+        return (local_rate * v - gradient) * dx
+    return local_rate * v * dx_local - gradient * dx
 
 
 def allen_cahn_residual(eta, eta_old, dt, v, rate, dx):
