@@ -45,19 +45,25 @@ _BLOCK: dict[str, dict[str, object]] = {
     "ilu": {"ksp_type": "preonly", "pc_type": "bjacobi", "sub_pc_type": "ilu"},
     "jacobi": {"ksp_type": "preonly", "pc_type": "jacobi"},
 }
-# preset "auto": direct up to this many unknowns, where a factorisation is cheap and exact
-# (the demo, 8.5k DOFs, gives identical results with both presets); above it the split.
-# Measured at 50.8k DOFs (paper case): direct 0.9 s vs split 0.25 s per linear solve. The
-# crossover itself was not measured: 20k is a choice below the first size where the split
-# was seen to win.
-AUTO_DIRECT_MAX_DOFS = 20_000
+# preset "auto": the field split, except with solver.bounds, where it must be MUMPS: SNES
+# VI (vinewtonrsls) removes the active set's rows, and a split block left empty stops the
+# solve with PETSc error 60 "Zero block not allowed". Measured
+# (benchmarks/auto_crossover.py, 1 rank, one BLAS thread, the same fixed steps with both
+# presets, CPU per Newton iteration, direct / iterative): 2D demo (mechanics, plasticity)
+# 3.5x at 7.3k DOFs, 4.4x at 24k, 7.5x at 88k; FiPy reduced problem (no mechanics) 1.4x at
+# 0.8k and at 3.0k, 2.6x at 11k, 4.0x at 45k; 3D demo 4.5x at 4.7k, 7.0x at 12k
+# (docs/performance.md, "The `auto` preset"). MUMPS won at no size, so there is no size
+# threshold (it was 20k unknowns, chosen before the crossover was measured). Tests that
+# compare against exact linear solves ask for "direct" themselves.
 
 
-def preset_for(cfg: Config, dofs: int | None) -> str:
-    """The preset a run uses: the configured one, or for "auto" direct on small problems."""
+def preset_for(cfg: Config, dofs: int | None = None) -> str:
+    """The preset a run uses: the configured one; for "auto" the iterative field split,
+    or direct (MUMPS) when SNES VI bounds are on. The size (``dofs``) does not enter the
+    rule: MUMPS was slower at every size measured."""
     if cfg.solver.preset != "auto":
         return cfg.solver.preset
-    return "direct" if dofs is not None and dofs <= AUTO_DIRECT_MAX_DOFS else "iterative"
+    return "direct" if cfg.solver.bounds else "iterative"
 
 
 def solver_options(cfg: Config, table=(), problem_dofs: int | None = None) -> dict:
