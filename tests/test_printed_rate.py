@@ -3,7 +3,7 @@
 configs/bench/fipy_reduced.yaml (one grain, a 60 nm half-disc nucleus on the electrode, the
 printed single-potential model, -0.45 V, ``solver.lumped_rate: true``) on a uniform 20 nm
 mesh to 1 ms. With the consistent mass and the Butler-Volmer rate integrated at the
-quadrature points (``lumped_rate: false``, the default), the reaction of the front's nodes
+quadrature points (``lumped_rate: false``, the former default), the reaction of the front's nodes
 reached the nodes ahead of it: eta fell to -0.079 and c to -0.083 there, and the metal
 fraction came out 0.03102, 12 % above FiPy's limit. Lumped (vertex quadrature, as the
 bounded kinetics always are), each node sees its own rate. Expectations that do not come

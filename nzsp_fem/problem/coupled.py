@@ -210,12 +210,12 @@ class CoupledProblem:
             F += forms.driving_force_residual(now.mu, eta, mech_force, tests.mu, p, kappa, dx, dxl)
             storage_dx = dxl
         else:
-            # solver.lumped_rate: d eta/dt and the pointwise rate lumped (vertex quadrature) as
-            # in the bounded kinetics, so each node sees its own Butler-Volmer rate. Consistent,
-            # the reaction of the front's nodes reaches the nodes ahead of it: eta dips to -0.07
-            # there and the front runs ahead, +5 % metal at 10 nm on the FiPy comparison problem
-            # (docs/performance.md, "Against FiPy at equal accuracy"). The mechanical force
-            # lives at the quadrature points of the plastic state, so it keeps dx.
+            # solver.lumped_rate (default true): d eta/dt and the pointwise rate lumped (vertex
+            # quadrature) as in the bounded kinetics, so each node sees its own Butler-Volmer
+            # rate. Consistent, the reaction of the front's nodes reaches the nodes ahead of it:
+            # eta dips to -0.07 there and the front runs ahead, +5 % metal at 10 nm on the FiPy
+            # comparison problem (docs/performance.md, "Against FiPy at equal accuracy"). The
+            # mechanical force lives at the quadrature points of the plastic state, so it keeps dx.
             lumped = cfg.solver.lumped_rate
             local_force = 0.0 if lumped else mech_force
             local_rate = forms.allen_cahn_local_rate(eta, c, electrode_minus_electrolyte, local_force, p)
