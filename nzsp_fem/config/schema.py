@@ -253,7 +253,7 @@ class TimeStepping(Strict):
 
 
 class Solver(Strict):
-    # "auto": direct (MUMPS) up to 20k unknowns, else the iterative field split.
+    # "auto": the iterative field split, or direct (MUMPS) when bounds is on (solver/presets.preset_for).
     preset: Literal["direct", "iterative", "auto"] = "auto"
     bounds: bool = False
     # c itself by default: exact Na balance and no stall (docs/model.md item 2); ln c
