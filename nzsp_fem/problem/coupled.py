@@ -221,17 +221,16 @@ class CoupledProblem:
             local_rate = forms.allen_cahn_local_rate(eta, c, electrode_minus_electrolyte, local_force, p)
             if self.nucleation_on:  # discrete nucleation (issue 21)
                 local_rate = local_rate + nucleating
-            dxl = self.dx_lumped
+            dx_local = self.dx_lumped if lumped else None
 
             def rate(v):
-                if not lumped:
-                    return forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx)
-                form = forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx, dx_local=dxl)
-                if self.mechanics:
+                form = forms.allen_cahn_rate(v, eta, local_rate, kappa, p, dx, dx_local=dx_local)
+                if lumped and self.mechanics:
                     form -= p.mobility * mech_force * v * dx
                 return form
 
-            F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), dxl if lumped else dx)
+            storage = self.dx_lumped if lumped else dx
+            F = forms.allen_cahn_residual(eta, old.eta, self.dt, tests.eta, rate(tests.eta), storage)
         self.deposition_rate = rate
 
         self.charge_source = sc.charge_source()
